@@ -1,0 +1,40 @@
+# The README's commands. `make help` lists every target.
+PY      ?= .venv/bin/python
+SCALE   ?= quick
+PYTEST  ?= $(PY) -m pytest
+FMNIST  := /usr/share/datasets/fashion-mnist
+
+.PHONY: help setup data reproduce test test-full bench figures clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-10s %s\n", $$1, $$2}'
+
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q -e ".[test]"
+	touch $@
+
+setup: .venv/.installed data  ## venv with symexp installed editable, plus the Fashion-MNIST package
+
+data:  ## Debian's dataset-fashion-mnist (IDX files under /usr/share/datasets/fashion-mnist)
+	@test -d $(FMNIST) || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+	  || echo "note: could not install dataset-fashion-mnist (not root?); image experiments will say so"
+
+reproduce: setup  ## run every experiment at SCALE (quick: CPU, paper: GPU), then figures, claims and report
+	$(PY) scripts/reproduce.py --scale $(SCALE)
+
+test: .venv/.installed  ## the test suite (CPU; what .ci/run calls)
+	$(PYTEST) -q
+
+test-fast: .venv/.installed  ## the suite without the `slow` end-to-end tests
+	$(PYTEST) -q -m "not slow"
+
+bench: .venv/.installed  ## benchmarks; results under results/bench/
+	$(PY) scripts/bench_ensemble.py
+
+figures: .venv/.installed  ## redraw every figure and the claim ledger from the collected tables
+	$(PY) -m symexp.cli plot all
+	$(PY) -m symexp.cli claims
+
+clean:  ## remove run directories and collected tables (keeps results/reference)
+	rm -rf results/runs results/tables

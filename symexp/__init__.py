@@ -1,0 +1,1 @@
+"""symexp: loss-function symmetries create structure (Ziyin, ICML 2024), measured and swept."""

@@ -1,0 +1,252 @@
+"""The config schema: every key a job accepts, its meaning, and the one-line errors for bad input.
+
+Hydra composes YAML from configs/; `validate(cfg)` checks the result against these dataclasses
+before anything is built, so a typo or an impossible value fails in one line that names the key
+and what is allowed. Sections whose fields depend on a choice (data, model, symmetry) pick their
+schema by `name`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message is one line naming the key and what is allowed."""
+
+
+# ---------------------------------------------------------------- data (schema chosen by name)
+@dataclass
+class RegressionData:
+    name: str = "regression"
+    n_train: int = 1000  # samples
+    dim: int = 100  # input dimension d
+    teacher: Literal["sparse", "dense"] = "sparse"
+    nonzero: int = 10  # nonzero teacher coordinates (teacher=sparse)
+    noise: float = 0.5  # std of the fixed label noise of the data set
+    seed: int = 0  # data seed, shared by all members
+
+
+DATA_SCHEMAS: dict[str, type] = {"regression": RegressionData}
+
+
+# ---------------------------------------------------------------- model (schema chosen by name)
+@dataclass
+class LinearModel:
+    name: str = "linear"
+    init_scale: float = 0.1  # std of each raw parameter at init
+
+
+MODEL_SCHEMAS: dict[str, type] = {"linear": LinearModel}
+
+
+# ---------------------------------------------------------------- symmetry and its breaking
+@dataclass
+class PlainSymmetry:
+    name: str = "plain"
+
+
+@dataclass
+class RescalingSymmetry:
+    name: str = "rescaling"
+
+
+SYMMETRY_SCHEMAS: dict[str, type] = {"plain": PlainSymmetry, "rescaling": RescalingSymmetry}
+
+
+@dataclass
+class Breaking:
+    name: Literal["none", "offset"] = "none"
+    scale: float = 0.0  # std of the fixed random offset b
+
+
+# ---------------------------------------------------------------- training
+@dataclass
+class Reg:
+    name: Literal["l2"] = "l2"
+    exclude: list[str] = field(default_factory=list)  # parameter-name substrings exempt from decay
+
+
+@dataclass
+class Optim:
+    name: Literal["sgd"] = "sgd"
+    momentum: float = 0.0
+    batch_size: Optional[int] = None  # None = full batch
+    schedule: Literal["constant", "cosine"] = "constant"
+
+
+@dataclass
+class Ensemble:
+    seeds: list[int] = field(default_factory=lambda: [0])
+    weight_decays: list[float] = field(default_factory=lambda: [0.0])
+    lrs: list[float] = field(default_factory=lambda: [0.01])
+    label_noises: list[float] = field(default_factory=lambda: [0.0])
+
+
+@dataclass
+class Train:
+    steps: int = 1000
+    eval_every: int = 100
+    converge_tol: float = 0.0
+    checkpoint_every: int = 0
+    max_loss: float = 1e8
+
+
+@dataclass
+class Metrics:
+    sparsity_tau: list[float] = field(default_factory=lambda: [1e-3])
+    rank_tau: float = 1e-3
+    energy: float = 0.99
+    unit_tol: float = 0.1
+    dead_tau: float = 0.1
+
+
+@dataclass
+class Logger:
+    name: Literal["none", "wandb"] = "none"
+    project: str = "symexp"
+    entity: Optional[str] = None
+    mode: Literal["online", "offline", "disabled"] = "disabled"
+
+
+@dataclass
+class Scale:
+    name: Literal["quick", "paper"] = "quick"
+
+
+@dataclass
+class Paths:
+    results: str = "results"
+
+
+@dataclass
+class Config:
+    data: dict
+    model: dict
+    symmetry: dict
+    breaking: Breaking
+    reg: Reg
+    optim: Optim
+    ensemble: Ensemble
+    logger: Logger
+    scale: Scale
+    train: Train
+    metrics: Metrics
+    paths: Paths
+    name: str = "default"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    compile: bool = False
+    references: list[str] = field(default_factory=list)
+
+
+CHOICE_SCHEMAS = {"data": DATA_SCHEMAS, "model": MODEL_SCHEMAS, "symmetry": SYMMETRY_SCHEMAS}
+REFERENCES = ("lasso",)
+
+
+def _type_ok(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is typing.Any:
+        return True
+    if origin is typing.Union:
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if tp is type(None):
+        return value is None
+    if tp is float:  # YAML writes 1 for 1.0; bools are not numbers here
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _describe(tp) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _check_section(values: dict, schema: type, where: str) -> None:
+    hints = typing.get_type_hints(schema)
+    allowed = [f.name for f in dataclasses.fields(schema)]
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"{where}.{key}: unknown key; allowed keys: {', '.join(allowed)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            _check_section(_as_dict(value, f"{where}.{key}"), tp, f"{where}.{key}")
+        elif not _type_ok(value, tp):
+            raise ConfigError(f"{where}.{key}: got {value!r}; expected {_describe(tp)}")
+
+
+def _as_dict(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a config group (mapping), got {value!r}")
+    return value
+
+
+def validate(cfg: DictConfig) -> dict:
+    """Check a composed config; return it as a plain resolved dict. Raises ConfigError (one line)."""
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    raw.pop("hydra", None)
+    hints = typing.get_type_hints(Config)
+    for key in raw:
+        if key not in hints:
+            raise ConfigError(f"{key}: unknown top-level key; allowed keys: {', '.join(hints)}")
+    for f in dataclasses.fields(Config):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in raw:
+            raise ConfigError(f"{f.name}: missing config group")
+    for section, schemas in CHOICE_SCHEMAS.items():
+        values = _as_dict(raw[section], section)
+        name = values.get("name")
+        if name not in schemas:
+            raise ConfigError(f"{section}.name: unknown {section} {name!r}; allowed: {', '.join(schemas)}")
+        _check_section(values, schemas[name], section)
+    rest = {k: v for k, v in raw.items() if k not in CHOICE_SCHEMAS}
+    _check_section(rest, Config, "config")
+    _check_values(raw)
+    return raw
+
+
+def _check_values(c: dict) -> None:
+    """Constraints between values that types cannot express."""
+    ens = c["ensemble"]
+    for key in ("seeds", "weight_decays", "lrs", "label_noises"):
+        if len(ens[key]) == 0:
+            raise ConfigError(f"ensemble.{key}: empty list; give at least one value")
+    for key, ok, what in (
+        ("weight_decays", lambda v: v >= 0, ">= 0"),
+        ("lrs", lambda v: v > 0, "> 0"),
+        ("label_noises", lambda v: v >= 0, ">= 0"),
+    ):
+        bad = [v for v in ens[key] if not ok(v)]
+        if bad:
+            raise ConfigError(f"ensemble.{key}: {bad[0]!r} is not allowed; values must be {what}")
+    for ref in c["references"]:
+        if ref not in REFERENCES:
+            raise ConfigError(f"references: unknown reference {ref!r}; allowed: {', '.join(REFERENCES)}")
+    bs = c["optim"]["batch_size"]
+    n = c["data"].get("n_train")
+    if bs is not None and (bs < 1 or (n is not None and bs > n)):
+        raise ConfigError(f"optim.batch_size: {bs} is not allowed; use 1..data.n_train ({n}) or null (full batch)")
+    if not 0 <= c["optim"]["momentum"] < 1:
+        raise ConfigError(f"optim.momentum: {c['optim']['momentum']!r}; expected 0 <= momentum < 1")
+    t = c["train"]
+    for key in ("steps", "eval_every"):
+        if t[key] < 1:
+            raise ConfigError(f"train.{key}: {t[key]} is not allowed; expected an integer >= 1")
+    if c["breaking"]["name"] != "none" and c["breaking"]["scale"] < 0:
+        raise ConfigError(f"breaking.scale: {c['breaking']['scale']!r}; expected >= 0")
+    if c["data"]["name"] == "regression":
+        d = c["data"]
+        if d["teacher"] == "sparse" and not 0 < d["nonzero"] <= d["dim"]:
+            raise ConfigError(f"data.nonzero: {d['nonzero']} is not allowed; expected 1..data.dim ({d['dim']})")

@@ -1,0 +1,30 @@
+"""Data sets as tensors resident on the training device (no DataLoader in the loop)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class TensorData:
+    """One data set on one device. `task` picks the loss: regression -> MSE, classification -> CE."""
+
+    x: torch.Tensor  # [n, ...] training inputs
+    y: torch.Tensor  # [n] targets (float for regression, int64 class ids for classification)
+    task: str
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)  # e.g. the teacher, for references
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+
+def build_data(cfg: dict, device: torch.device, dtype: torch.dtype) -> TensorData:
+    """Build the data set named by `cfg["name"]` (schemas in symexp.config.DATA_SCHEMAS)."""
+    from symexp.data import synthetic
+
+    builders = {"regression": synthetic.regression}
+    return builders[cfg["name"]](cfg, device, dtype)

@@ -1,0 +1,126 @@
+"""The batched ensemble: M members of one architecture x symmetry trained as ONE program.
+
+Members are the Cartesian product seeds x weight_decays x lrs x label_noises. Their raw parameters
+are stacked on a leading `[M]` axis; one member's loss is written once and vmapped
+(`torch.func.vmap(grad_and_value(...))`), and the update takes `[M]` hyperparameter tensors. A
+member's init, offsets, batch order and label noise depend only on its own seed, so member m of a
+batched run equals a standalone run of m (tests/test_ensemble.py).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from symexp import optim
+from symexp.models import init_member
+from symexp.symmetry import breaking
+from symexp.symmetry import get as get_symmetry
+
+Tensors = dict[str, torch.Tensor]
+MEMBER_KEYS = ("seed", "weight_decay", "lr", "label_noise")
+# Offsets, batch order and label noise draw from generators seeded apart from the init seed.
+OFFSET_STREAM, ORDER_STREAM, NOISE_STREAM = 1_000_003, 2_000_003, 3_000_017
+
+
+def member_table(ens: dict) -> list[dict]:
+    """One dict per member: the product of the ensemble lists, in a fixed order."""
+    grid = itertools.product(ens["seeds"], ens["weight_decays"], ens["lrs"], ens["label_noises"])
+    return [dict(member=m, **dict(zip(MEMBER_KEYS, vals)), gamma=vals[1] / 2) for m, vals in enumerate(grid)]
+
+
+def task_loss(task: str):
+    if task == "regression":
+        return lambda pred, y: (pred - y).pow(2).mean()
+    if task == "classification":
+        return F.cross_entropy
+    raise ValueError(f"unknown task {task!r}")
+
+
+@dataclass
+class State:
+    """Everything that evolves during training (saved in checkpoints)."""
+
+    raw: Tensors  # trained factors, [M, ...]
+    opt: Tensors  # optimiser buffers, [M, ...]
+    alive: torch.Tensor  # [M] bool; False once a member diverged (it is then frozen)
+    step: int = 0
+
+
+class Ensemble:
+    """Stacked members of `model` under a symmetry (and optional breaking control)."""
+
+    def __init__(self, model: nn.Module, symmetry: str, breaking_cfg: dict, members: list[dict],
+                 task: str, device: torch.device, dtype: torch.dtype):
+        self.model = model.to(device, dtype)
+        self.symmetry = get_symmetry(symmetry)
+        self.members = members
+        self.loss = task_loss(task)
+        self.device, self.dtype = device, dtype
+        self.hyper = {k: torch.tensor([m[k] for m in members], device=device, dtype=dtype)
+                      for k in ("weight_decay", "lr", "label_noise")}
+        raws, fixeds, bases = [], [], {}
+        for m in members:
+            seed = m["seed"]
+            if seed not in bases:  # members that share a seed share their init
+                bases[seed] = init_member(self.model, seed)
+            gen = torch.Generator().manual_seed(seed + OFFSET_STREAM)
+            raw = {f"{name}.{sfx}": t for name, base in bases[seed].items()
+                   for sfx, t in self.symmetry.factor(base, gen).items()}
+            raws.append(raw)
+            fixeds.append(breaking.offsets(raw, breaking_cfg["name"], breaking_cfg["scale"], gen))
+        self.raw0 = {k: torch.stack([r[k] for r in raws]) for k in raws[0]}
+        self.fixed = {k: torch.stack([f[k] for f in fixeds]) for k in fixeds[0]}
+        self.groups: dict[str, list[str]] = {}
+        for key in self.raw0:
+            name, sfx = key.rsplit(".", 1)
+            self.groups.setdefault(name, []).append(sfx)
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def effective(self, raw: Tensors, fixed: Tensors) -> Tensors:
+        """The weights the model uses, from raw factors (+ fixed offsets); works with or without [M]."""
+        raw = breaking.shifted(raw, fixed)
+        return {name: self.symmetry.compose({s: raw[f"{name}.{s}"] for s in sfxs})
+                for name, sfxs in self.groups.items()}
+
+    def member_loss(self, raw: Tensors, fixed: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The data loss of ONE member (no regulariser: decay is applied in the update)."""
+        return self.loss(functional_call(self.model, self.effective(raw, fixed), (x,)), y)
+
+    def full_loss(self, raw: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`[M]` data losses on a shared data set."""
+        with torch.no_grad():
+            return vmap(self.member_loss, in_dims=(0, 0, None, None))(raw, self.fixed, x, y)
+
+    def init_state(self, momentum: float) -> State:
+        raw = {k: v.clone() for k, v in self.raw0.items()}
+        alive = torch.ones(self.size, dtype=torch.bool, device=self.device)
+        return State(raw=raw, opt=optim.sgd_init(raw, momentum), alive=alive)
+
+    def make_step(self, momentum: float, decayed: frozenset[str], per_member_x: bool, per_member_y: bool,
+                  max_loss: float, compile: bool):
+        """The batched train step: (raw, opt, alive, x, y, lr) -> (raw, opt, alive, loss[M])."""
+        grad_fn = vmap(grad_and_value(self.member_loss),
+                       in_dims=(0, 0, 0 if per_member_x else None, 0 if per_member_y else None))
+        wd, fixed = self.hyper["weight_decay"], self.fixed
+
+        def step(raw: Tensors, opt: Tensors, alive: torch.Tensor, x, y, lr: torch.Tensor):
+            grads, loss = grad_fn(raw, fixed, x, y)
+            new_raw, new_opt = optim.sgd_update(raw, grads, opt, lr, wd, momentum, decayed)
+            ok = alive & torch.isfinite(loss) & (loss.abs() < max_loss)
+            for v in new_raw.values():
+                ok = ok & torch.isfinite(v).flatten(1).all(1)
+            # a diverged member is frozen at its last finite parameters; the others are untouched
+            keep = lambda new, old: torch.where(optim.per_member(ok, new), new, old)  # noqa: E731
+            new_raw = {k: keep(v, raw[k]) for k, v in new_raw.items()}
+            new_opt = {k: keep(v, opt[k]) for k, v in new_opt.items()}
+            return new_raw, new_opt, ok, loss
+
+        return torch.compile(step, dynamic=False) if compile else step

@@ -1,0 +1,28 @@
+"""Base architectures. A model is an nn.Module used as a stateless template: the ensemble engine
+passes each member's (effective) parameters through `torch.func.functional_call`.
+
+Every model also names its `probes`: the effective weight tensors whose structure is measured,
+each with the metric families that apply to it (symexp.metrics).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from symexp.data import TensorData
+
+
+def build_model(cfg: dict, data: TensorData) -> nn.Module:
+    """The base module for `cfg["name"]` (schemas in symexp.config.MODEL_SCHEMAS), sized from data."""
+    from symexp.models.linear import Linear
+
+    builders = {"linear": lambda: Linear(data.x.shape[1], cfg["init_scale"])}
+    return builders[cfg["name"]]()
+
+
+def init_member(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """The base parameters of one member, drawn from the model's own init under `seed`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.reset_parameters()
+        return {k: v.detach().clone() for k, v in model.named_parameters()}
