@@ -145,7 +145,7 @@ class Config:
 
 
 CHOICE_SCHEMAS = {"data": DATA_SCHEMAS, "model": MODEL_SCHEMAS, "symmetry": SYMMETRY_SCHEMAS}
-REFERENCES = ("lasso",)
+REFERENCES = ("lasso", "ridge")
 
 
 def _type_ok(value, tp) -> bool:

@@ -1,0 +1,157 @@
+"""The Hydra entry point: one job = one architecture x symmetry x data, an ensemble of M members.
+
+    python -m symexp.run experiment=fig1_left
+    python -m symexp.run -m experiment=fig1_left symmetry=plain,rescaling
+    python -m symexp.run -m experiment=fig1_left hydra/launcher=joblib
+
+A job reads top-down: validate -> skip if done -> data -> ensemble -> train -> references ->
+rows + status. Everything is written under the job's Hydra output dir, atomically.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from symexp import results, theory
+from symexp.config import ConfigError, validate
+from symexp.data import build_data
+from symexp.ensemble import Ensemble, member_table
+from symexp.models import build_model
+from symexp.results import Rows, read_status, write_json, write_parquet, write_text
+from symexp.train import train
+from symexp.wandb_sink import NullSink, make_sink
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CORE_COLUMNS = ("symmetry", "breaking", "model", "data")
+# overrides that do not change the numbers (also excluded from job directory names in config.yaml)
+NOT_COLUMNS = ("experiment", "scale", "logger", "logger.mode", "paths.results", "compile", "device")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but no CUDA device is present; allowed here: auto, cpu")
+    return torch.device(name)
+
+
+def job_columns(c: dict, job: str, overrides: list[str]) -> dict:
+    """Job-level columns of the tidy table: the core choices plus every swept key."""
+    cols = {"experiment": c["name"], "job": job}
+    cols.update({k: c[k]["name"] for k in CORE_COLUMNS})
+    cols["batch_size"] = c["optim"]["batch_size"] or 0  # 0 = full batch
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key in cols or key.startswith("hydra") or "/" in key or key in NOT_COLUMNS:
+            continue
+        value = OmegaConf.select(OmegaConf.create(c), key)
+        cols[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return cols
+
+
+def run_job(cfg: DictConfig, out_dir: Path, job: str = "default", overrides: list[str] = (),
+            sweep: str = "", progress: bool = True) -> dict:
+    """Run (or skip, or resume) one job in `out_dir`; return its status dict."""
+    out_dir = Path(out_dir)
+    c = validate(cfg)  # fail fast, before touching any file
+    device, dtype = pick_device(c["device"]), getattr(torch, c["dtype"])
+    h = results.config_hash(c)
+    old = read_status(out_dir)
+    if old and old["state"] in results.COMPLETE:
+        if old["config_hash"] != h:
+            raise ConfigError(f"hydra output dir {out_dir} holds finished results of another config; "
+                              f"choose another hydra.sweep.dir/hydra.run.dir (nothing was overwritten)")
+        print(f"symexp: skip {job}: already {old['state']} in {out_dir}", file=sys.stderr)
+        return old
+    status = {"state": "running", "config_hash": h, "job": job, "experiment": c["name"], "started": time.time()}
+    write_text(out_dir / "config.yaml", OmegaConf.to_yaml(c))
+    write_json(out_dir / "status.json", status)
+    sink, exit_code = NullSink(), 1
+    try:
+        sink = make_sink(c["logger"], c, group=sweep or c["name"], name=job, job_type=job, out_dir=out_dir, run_id=h)
+        data = build_data(c["data"], device, dtype)
+        members = member_table(c["ensemble"])
+        ens = Ensemble(build_model(c["model"], data), c["symmetry"]["name"], c["breaking"], members,
+                       data.task, device, dtype)
+        rows, resume = Rows(), load_checkpoint(out_dir, h)
+        if resume is not None:
+            rows.blocks = resume["rows"]
+
+        def checkpoint(state, batcher):
+            results.atomic_write(out_dir / "ckpt.pt", lambda p: torch.save(
+                {"hash": h, "state": state, "batcher": batcher.state_dict(), "rows": rows.blocks}, p))
+
+        state = train(ens, data, c, rows, checkpoint, resume, progress=progress,
+                      on_eval=lambda step, _: sink.log(step, rows.at(step)))
+        theta = ens.effective(state.raw, ens.fixed)
+        for kind in c["references"]:
+            refs = theory.regression_reference(kind, data, theta["weight"], [m["gamma"] for m in members],
+                                               c["metrics"]["sparsity_tau"])
+            for name, v in refs.items():
+                rows.add(state.step, "weight", name, v)
+        rows.add(state.step, "", "status/diverged", ~state.alive)
+        write_parquet(out_dir / "metrics.parquet", rows.frame(members, job_columns(c, job, overrides)))
+        torch.save({k: v.cpu() for k, v in theta.items()}, out_dir / "weights.pt")
+        n_div = int((~state.alive).sum())
+        status.update(state="diverged" if n_div else "done", members=len(members), diverged=n_div,
+                      steps=state.step, device=str(device), wall_s=round(time.time() - status["started"], 2))
+        write_json(out_dir / "status.json", status)
+        (out_dir / "ckpt.pt").unlink(missing_ok=True)
+        exit_code = 0
+        return status
+    except BaseException as e:
+        write_text(out_dir / "error.txt", traceback.format_exc())
+        status.update(state="failed", error=f"{type(e).__name__}: {e}")
+        write_json(out_dir / "status.json", status)
+        raise
+    finally:
+        sink.close(exit_code=exit_code)
+
+
+def load_checkpoint(out_dir: Path, h: str) -> dict | None:
+    f = out_dir / "ckpt.pt"
+    if not f.exists():
+        return None
+    ck = torch.load(f, weights_only=False)
+    return ck if ck["hash"] == h else None
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="config")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    multirun = hc.mode.name == "MULTIRUN"
+    try:
+        run_job(cfg, Path(hc.runtime.output_dir), job=hc.job.override_dirname or "default",
+                overrides=list(hc.overrides.task), sweep=hc.sweep.dir if multirun else "")
+    except ConfigError as e:
+        if multirun:  # the launcher carries on with the other jobs and reports this one at the end
+            raise
+        print(f"symexp: config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def preflight(argv: list[str]) -> None:
+    """Reject an unknown config-group option (e.g. symmetry=rotatoin) in one line, before Hydra."""
+    groups = {p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra"}
+    for arg in argv:
+        key, sep, value = arg.lstrip("+").partition("=")
+        if not sep or key not in groups or value in ("null", ""):
+            continue
+        options = sorted(p.stem for p in (CONFIGS / key).glob("*.yaml"))
+        for v in value.split(","):
+            if v not in options:
+                print(f"symexp: config error: {key}={v}: unknown option; allowed: {', '.join(options)}",
+                      file=sys.stderr)
+                raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    preflight(sys.argv[1:])
+    main()
