@@ -23,7 +23,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--scale", default="quick", choices=["quick", "paper"])
     p.add_argument("--results", default=str(ROOT / "results"), help="results root (runs/, tables/, figures/)")
-    p.add_argument("--only", nargs="*", help="figures to run (default: all)")
+    p.add_argument("--only", action="append", help="a figure to run (repeatable; default: all)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every experiment")
     args = p.parse_args()
     results = Path(args.results)

@@ -31,7 +31,20 @@ class RegressionData:
     seed: int = 0  # data seed, shared by all members
 
 
-DATA_SCHEMAS: dict[str, type] = {"regression": RegressionData}
+@dataclass
+class LowRankMapData:
+    name: str = "lowrank_map"
+    n_train: int = 1000  # samples (>= dim: the sample is whitened exactly)
+    dim: int = 20  # input = output dimension d
+    spectrum: Literal["decay", "rank"] = "decay"  # s_i = top * decay^i, or that cut to 0 beyond `rank`
+    top: float = 2.0  # largest singular value of M
+    decay: float = 0.7  # ratio of consecutive singular values
+    rank: int = 5  # rank of M (spectrum=rank)
+    noise: float = 0.0  # std of the fixed label noise of the data set
+    seed: int = 0  # data seed, shared by all members
+
+
+DATA_SCHEMAS: dict[str, type] = {"regression": RegressionData, "lowrank_map": LowRankMapData}
 
 
 # ---------------------------------------------------------------- model (schema chosen by name)
@@ -41,7 +54,13 @@ class LinearModel:
     init_scale: float = 0.1  # std of each raw parameter at init
 
 
-MODEL_SCHEMAS: dict[str, type] = {"linear": LinearModel}
+@dataclass
+class MatrixModel:
+    name: str = "matrix"
+    init_scale: float = 0.1  # std of each entry of the effective W at init
+
+
+MODEL_SCHEMAS: dict[str, type] = {"linear": LinearModel, "matrix": MatrixModel}
 
 
 # ---------------------------------------------------------------- symmetry and its breaking
@@ -55,12 +74,33 @@ class RescalingSymmetry:
     name: str = "rescaling"
 
 
-SYMMETRY_SCHEMAS: dict[str, type] = {"plain": PlainSymmetry, "rescaling": RescalingSymmetry}
+@dataclass
+class RotationSymmetry:
+    name: str = "rotation"
+
+
+@dataclass
+class DcsSymmetry:
+    name: str = "dcs"
+    k: int = 5  # constrained directions: O^T theta = 0 with O [p, k] orthonormal (symexp.symmetry.dcs)
+    seed: int = 0  # draws O; shared by every member (must match metrics.constraint when that is set)
+
+
+@dataclass
+class PenaltySymmetry:
+    name: str = "penalty"
+    k: int = 5  # the O of dcs: same (k, seed), same basis
+    seed: int = 0
+    lam: float = 10.0  # soft penalty lam |O^T theta|^2 added to the trained loss (GD needs lr < 1 / lam)
+
+
+SYMMETRY_SCHEMAS: dict[str, type] = {"plain": PlainSymmetry, "rescaling": RescalingSymmetry,
+                                     "rotation": RotationSymmetry, "dcs": DcsSymmetry, "penalty": PenaltySymmetry}
 
 
 @dataclass
 class Breaking:
-    name: Literal["none", "offset"] = "none"
+    name: Literal["none", "offset", "residual"] = "none"
     scale: float = 0.0  # std of the fixed random offset b
 
 
@@ -97,12 +137,19 @@ class Train:
 
 
 @dataclass
+class Constraint:
+    k: int = 0  # measure |O^T theta| for O = symexp.symmetry.dcs.basis(p, k, seed); 0 = no constraint
+    seed: int = 0
+
+
+@dataclass
 class Metrics:
     sparsity_tau: list[float] = field(default_factory=lambda: [1e-3])
     rank_tau: float = 1e-3
     energy: float = 0.99
     unit_tol: float = 0.1
     dead_tau: float = 0.1
+    constraint: Constraint = field(default_factory=Constraint)
 
 
 @dataclass
@@ -145,7 +192,7 @@ class Config:
 
 
 CHOICE_SCHEMAS = {"data": DATA_SCHEMAS, "model": MODEL_SCHEMAS, "symmetry": SYMMETRY_SCHEMAS}
-REFERENCES = ("lasso", "ridge")
+REFERENCES = ("lasso", "ridge", "spectrum", "dcs")
 
 
 def _type_ok(value, tp) -> bool:
@@ -246,7 +293,32 @@ def _check_values(c: dict) -> None:
             raise ConfigError(f"train.{key}: {t[key]} is not allowed; expected an integer >= 1")
     if c["breaking"]["name"] != "none" and c["breaking"]["scale"] < 0:
         raise ConfigError(f"breaking.scale: {c['breaking']['scale']!r}; expected >= 0")
+    if c["breaking"]["name"] == "residual" and c["symmetry"]["name"] != "rotation":
+        raise ConfigError(f"breaking.name: residual needs symmetry rotation (W = U V), got {c['symmetry']['name']!r}")
     if c["data"]["name"] == "regression":
         d = c["data"]
         if d["teacher"] == "sparse" and not 0 < d["nonzero"] <= d["dim"]:
             raise ConfigError(f"data.nonzero: {d['nonzero']} is not allowed; expected 1..data.dim ({d['dim']})")
+    if c["data"]["name"] == "lowrank_map":
+        d = c["data"]
+        if d["n_train"] < d["dim"]:
+            raise ConfigError(f"data.n_train: {d['n_train']} is not allowed; expected >= data.dim ({d['dim']})")
+        if d["spectrum"] == "rank" and not 0 < d["rank"] <= d["dim"]:
+            raise ConfigError(f"data.rank: {d['rank']} is not allowed; expected 1..data.dim ({d['dim']})")
+    _check_constraint(c)
+
+
+def _check_constraint(c: dict) -> None:
+    """DCS / penalty and the constraint metric must mean the same O (paper.md 5)."""
+    sym, spec = c["symmetry"], c["metrics"].get("constraint", {"k": 0, "seed": 0})
+    if set(spec) != {"k", "seed"}:
+        raise ConfigError(f"metrics.constraint: got keys {sorted(spec)}; set both k and seed")
+    if sym["name"] in ("dcs", "penalty") and sym["k"] < 1:
+        raise ConfigError(f"symmetry.k: {sym['k']} is not allowed; expected an integer >= 1")
+    if spec["k"] < 0:
+        raise ConfigError(f"metrics.constraint.k: {spec['k']} is not allowed; expected >= 0 (0 = off)")
+    if sym["name"] in ("dcs", "penalty") and spec["k"] and (sym["k"], sym["seed"]) != (spec["k"], spec["seed"]):
+        raise ConfigError(f"metrics.constraint (k={spec['k']}, seed={spec['seed']}) differs from symmetry "
+                          f"(k={sym['k']}, seed={sym['seed']}); set both to the same O")
+    if "dcs" in c["references"] and not spec["k"]:
+        raise ConfigError("references: dcs needs metrics.constraint.k >= 1 (the O whose threshold it predicts)")

@@ -107,7 +107,10 @@ class Ensemble:
     def make_step(self, momentum: float, decayed: frozenset[str], per_member_x: bool, per_member_y: bool,
                   max_loss: float, compile: bool):
         """The batched train step: (raw, opt, alive, x, y, lr) -> (raw, opt, alive, loss[M])."""
-        grad_fn = vmap(grad_and_value(self.member_loss),
+        penalty = getattr(self.symmetry, "penalty", None)  # an explicit loss term (symmetry=penalty only)
+        trained = self.member_loss if penalty is None else (
+            lambda raw, fixed, x, y: self.member_loss(raw, fixed, x, y) + penalty(self.effective(raw, fixed)))
+        grad_fn = vmap(grad_and_value(trained),
                        in_dims=(0, 0, 0 if per_member_x else None, 0 if per_member_y else None))
         wd, fixed = self.hyper["weight_decay"], self.fixed
 

@@ -78,7 +78,7 @@ def run_job(cfg: DictConfig, out_dir: Path, job: str = "default", overrides: lis
         sink = make_sink(c["logger"], c, group=sweep or c["name"], name=job, job_type=job, out_dir=out_dir, run_id=h)
         data = build_data(c["data"], device, dtype)
         members = member_table(c["ensemble"])
-        ens = Ensemble(build_model(c["model"], data), c["symmetry"]["name"], c["breaking"], members,
+        ens = Ensemble(build_model(c["model"], data), c["symmetry"], c["breaking"], members,
                        data.task, device, dtype)
         rows, resume = Rows(), load_checkpoint(out_dir, h)
         if resume is not None:
@@ -92,8 +92,7 @@ def run_job(cfg: DictConfig, out_dir: Path, job: str = "default", overrides: lis
                       on_eval=lambda step, _: sink.log(step, rows.at(step)))
         theta = ens.effective(state.raw, ens.fixed)
         for kind in c["references"]:
-            refs = theory.regression_reference(kind, data, theta["weight"], [m["gamma"] for m in members],
-                                               c["metrics"]["sparsity_tau"])
+            refs = theory.reference(kind, data, theta["weight"], [m["gamma"] for m in members], c["metrics"])
             for name, v in refs.items():
                 rows.add(state.step, "weight", name, v)
         rows.add(state.step, "", "status/diverged", ~state.alive)

@@ -7,6 +7,7 @@ from tqdm.auto import tqdm
 from symexp import metrics, optim
 from symexp.data import TensorData
 from symexp.ensemble import NOISE_STREAM, ORDER_STREAM, Ensemble, State
+from symexp.metrics.constraint import constraint_norm
 from symexp.results import Rows
 
 
@@ -68,6 +69,11 @@ def measure(theta: torch.Tensor, families: tuple[str, ...], mcfg: dict) -> dict[
         out["rank/erank"] = metrics.erank(theta)
         out["rank/stable"] = metrics.stable_rank(theta)
         out[f"rank/energy@{mcfg['energy']:g}"] = metrics.energy_rank(theta, mcfg["energy"])
+    if "spectrum" in families:  # every singular value, largest first: spectrum/sv0 ... sv{k-1}
+        for i, sv in enumerate(metrics.singular_values(theta).unbind(1)):
+            out[f"spectrum/sv{i}"] = sv
+    if mcfg.get("constraint", {}).get("k"):  # a target O^T theta = 0 is set: measured on every probe
+        out["constraint/norm"] = constraint_norm(theta, **mcfg["constraint"])
     return out
 
 

@@ -26,5 +26,5 @@ def build_data(cfg: dict, device: torch.device, dtype: torch.dtype) -> TensorDat
     """Build the data set named by `cfg["name"]` (schemas in symexp.config.DATA_SCHEMAS)."""
     from symexp.data import synthetic
 
-    builders = {"regression": synthetic.regression}
+    builders = {"regression": synthetic.regression, "lowrank_map": synthetic.lowrank_map}
     return builders[cfg["name"]](cfg, device, dtype)

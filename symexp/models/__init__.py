@@ -15,8 +15,10 @@ from symexp.data import TensorData
 def build_model(cfg: dict, data: TensorData) -> nn.Module:
     """The base module for `cfg["name"]` (schemas in symexp.config.MODEL_SCHEMAS), sized from data."""
     from symexp.models.linear import Linear
+    from symexp.models.matrix import Matrix
 
-    builders = {"linear": lambda: Linear(data.x.shape[1], cfg["init_scale"])}
+    builders = {"linear": lambda: Linear(data.x.shape[1], cfg["init_scale"]),
+                "matrix": lambda: Matrix(data.x.shape[1], data.y.shape[1], cfg["init_scale"])}
     return builders[cfg["name"]]()
 
 
