@@ -40,7 +40,7 @@ class Batcher:
             self.pos += self.bs
             x, y = x[idx], y[idx]
         if self.noisy:  # fresh label noise every step: a pure gradient-noise knob (paper.md 2.4)
-            shape = y.shape[-1:]
+            shape = y.shape[1:] if self.bs is not None else y.shape  # one member's targets
             eps = torch.stack([torch.randn(shape, generator=g, dtype=torch.float64) for g in self.noise_gen])
             y = y + optim.per_member(self.noise, eps) * eps.to(y.device, y.dtype)
         return x, y

@@ -17,19 +17,3 @@ from .rank import (
 )
 from .sparsity import frac_zero, l1_l2_ratio
 
-__all__ = [
-    "frac_zero",
-    "l1_l2_ratio",
-    "as_matrix",
-    "singular_values",
-    "tau_rank",
-    "erank",
-    "stable_rank",
-    "energy_rank",
-    "normalised_spectrum",
-    "unit_vectors",
-    "dead_fraction",
-    "independent_units",
-    "feature_correlation",
-    "near_identical_pairs",
-]

@@ -40,6 +40,6 @@ def save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-from symexp.plots import dcs, fig1_left  # noqa: E402
+from symexp.plots import dcs, fig1_left, fig1_middle  # noqa: E402
 
-FIGURES = {"fig1_left": fig1_left, "dcs": dcs}
+FIGURES = {"fig1_left": fig1_left, "dcs": dcs, "fig1_middle": fig1_middle}

@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from symexp.plots import band, final, save  # noqa: E402
+from symexp.plots import KEYS, band, final, save  # noqa: E402
 
 EXPERIMENTS = ("fig1_middle", "fig1_middle_noise")
 TAU = 1e-3
@@ -47,7 +48,7 @@ def _time_panel(ax, t: pd.DataFrame, gamma: float) -> None:
             s = r[(r.breaking == brk) & (r.noise == eta_b)]
             if len(s):
                 one = s.iloc[0]
-                band(ax, s, "step", color=cmap(k / max(len(levels) - 1, 1)), ls=ls, ms=0,
+                band(ax, s, "step", color=cmap(k / max(len(levels) - 1, 1)), ls=ls,
                      label=f"{label}, η={one.lr:g}, B={one.batch_size}")
     ax.set(xlabel="SGD step", ylabel=f"τ-rank of UV (σᵢ > {TAU:g}·σ₁)", title=f"(a) SGD noise, γ = {gamma:g}")
     ax.legend(fontsize=5, ncol=2)
@@ -60,6 +61,7 @@ def _final_panel(ax, t: pd.DataFrame) -> None:
             c = cells[(cells.gamma == gamma) & (cells.breaking == brk)].sort_values("noise")
             ax.plot(c.noise, c["mean"], marker="o", ms=3, color=f"C{j}", ls=ls, label=f"{label}, γ={gamma:g}")
     ax.set(xscale="log", xlabel="η / B", ylabel="final τ-rank (mean over seeds)", title="(a) final rank vs gradient noise")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels of a short log axis overlap
     ax.legend(fontsize=6)
 
 
@@ -74,16 +76,16 @@ def _gamma_panel(ax, t: pd.DataFrame) -> None:
                     label=label if i == 0 else None)
         r = ref[ref.metric == f"ref/spectrum/sv{i}"].groupby("gamma")["value"].mean()
         ax.plot(r.index, r.values, "k-", lw=0.7, label="(σᵢ(M) − γ)₊, exact" if i == 0 else None)
-    ax.set(xscale="symlog", yscale="symlog", xlabel="γ = wd/2", ylabel=f"σᵢ(UV), i < {SHOWN_SV}",
-           title="(b) weight decay, full-batch GD")
+    ax.set(xlabel="γ = wd/2", ylabel=f"σᵢ(UV), i < {SHOWN_SV}", title="(b) weight decay, full-batch GD")
     ax.set_xscale("symlog", linthresh=1e-2)
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.legend(fontsize=7)
 
 
 def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    noise = table[table.experiment == "fig1_middle_noise"]
     last = final(table)
+    kept = table.set_index(KEYS).index.isin(last.set_index(KEYS).index)  # drop diverged members
+    noise = table[kept & (table.experiment == "fig1_middle_noise")]
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
     gammas = sorted(noise.gamma.unique())
     for ax, gamma in zip(axes[:2], (gammas[0], gammas[-1])):
