@@ -54,7 +54,7 @@ class State:
 class Ensemble:
     """Stacked members of `model` under a symmetry (and optional breaking control)."""
 
-    def __init__(self, model: nn.Module, symmetry: str, breaking_cfg: dict, members: list[dict],
+    def __init__(self, model: nn.Module, symmetry: str | dict, breaking_cfg: dict, members: list[dict],
                  task: str, device: torch.device, dtype: torch.dtype):
         self.model = model.to(device, dtype)
         self.symmetry = get_symmetry(symmetry)

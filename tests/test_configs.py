@@ -73,7 +73,7 @@ def test_yaml_typo_in_a_section_is_rejected(make_cfg):
 
 
 @pytest.mark.parametrize("arg,expect", [
-    ("symmetry=rotatoin", "symmetry=rotatoin: unknown option; allowed: "),
+    ("symmetry=rotatoin", "symmetry=rotatoin: unknown option; allowed: dcs, penalty, plain, rescaling, rotation"),
     ("ensemble.lrs=[-1]", "ensemble.lrs: -1 is not allowed"),
     ("+optim.foo=1", "optim.foo: unknown key"),
 ])
