@@ -87,7 +87,7 @@ def main() -> None:
         loop_s, loop_cpu = timed(lambda: loop_run(data, members, args.steps), args.repeats)
         eager_s, eager_cpu = timed(lambda: batched_run(ens, eager, args.steps, data), args.repeats)
         comp_s, comp_cpu = timed(lambda: batched_run(ens, compiled, args.steps, data), args.repeats)
-        flops = 6 * 1000 * 100 * M * args.steps  # forward x@w, backward to w (2 matvecs): 3 x 2nd per member-step
+        flops = 4 * 1000 * 100 * M * args.steps  # forward x@w and backward x^T r: 2 x 2nd per member-step
         rows.append(dict(M=M, loop_s=loop_s, loop_cpu=loop_cpu, eager_s=eager_s, eager_cpu=eager_cpu,
                          compiled_s=comp_s, compiled_cpu=comp_cpu, speedup_eager=loop_s / eager_s,
                          speedup=loop_s / comp_s, compiled_gflops=flops / comp_s / 1e9))
