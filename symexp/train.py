@@ -86,8 +86,10 @@ def evaluate(ens: Ensemble, state: State, data: TensorData, mcfg: dict, rows: Ro
     for name, v in losses.items():
         rows.add(state.step, "", name, v)
     rows.add(state.step, "", "status/alive", state.alive)
+    # a model may measure derived tensors (e.g. per-head W_Q^T W_K) beside its raw effective weights
+    views = ens.model.probe_views(theta) if hasattr(ens.model, "probe_views") else theta
     for layer, families in ens.model.probes.items():
-        for name, v in measure(theta[layer].detach(), families, mcfg).items():
+        for name, v in measure(views[layer].detach(), families, mcfg).items():
             rows.add(state.step, layer, name, v)
     return losses
 
