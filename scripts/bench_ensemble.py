@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from symexp import optim
 from symexp.data import build_data
 from symexp.ensemble import Ensemble, member_table
 from symexp.models import build_model
@@ -53,7 +54,7 @@ def loop_run(data, members, steps: int) -> None:
 
 
 def batched_run(ens: Ensemble, step, steps: int, data) -> None:
-    state = ens.init_state(0.0)
+    state = ens.init_state(optim.Rule())
     raw, opt, alive = state.raw, state.opt, state.alive
     for _ in range(steps):
         raw, opt, alive, _ = step(raw, opt, alive, data.x, data.y, ens.hyper["lr"])
@@ -81,8 +82,8 @@ def main() -> None:
         members = member_table(ens_cfg)
         ens = Ensemble(model, "rescaling", {"name": "none", "scale": 0.0}, members, "regression", device, torch.float32)
         decayed = frozenset(ens.raw0)
-        eager = ens.make_step(0.0, decayed, False, False, 1e8, compile=False)
-        compiled = ens.make_step(0.0, decayed, False, False, 1e8, compile=True)
+        eager = ens.make_step(optim.Rule(), decayed, False, False, 1e8, compile=False)
+        compiled = ens.make_step(optim.Rule(), decayed, False, False, 1e8, compile=True)
         batched_run(ens, compiled, 3, data)  # warm-up: pays the compile
         loop_s, loop_cpu = timed(lambda: loop_run(data, members, args.steps), args.repeats)
         eager_s, eager_cpu = timed(lambda: batched_run(ens, eager, args.steps, data), args.repeats)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -44,7 +45,42 @@ class LowRankMapData:
     seed: int = 0  # data seed, shared by all members
 
 
-DATA_SCHEMAS: dict[str, type] = {"regression": RegressionData, "lowrank_map": LowRankMapData}
+@dataclass
+class ImageDataset:
+    name: Literal["fashion_mnist", "cifar10"] = "fashion_mnist"
+    root: Optional[str] = None  # directory of the files; null = the data set's default location
+    fallback: Optional[Literal["fashion_mnist"]] = None  # load this instead (with one message) if `name` is missing
+    n_train: Optional[int] = None  # the first n training images (null = all)
+    n_test: Optional[int] = None  # the first n test images (null = all)
+    augment: bool = False  # per-member random crop (after `pad` reflect padding) and horizontal flip
+    pad: int = 4
+    flip: bool = True
+
+
+@dataclass
+class TextData:
+    name: str = "text"
+    path: Optional[str] = None  # a UTF-8 text file (e.g. tiny-Shakespeare); null = Python's pydoc_data topics
+    context: int = 64  # characters per training window = the model's context length
+    val_fraction: float = 0.1  # the last fraction of the corpus is the validation split
+    eval_windows: int = 64  # windows per split on which loss/train and loss/test are measured
+    seed: int = 0  # draws the fixed eval windows, shared by all members
+
+
+@dataclass
+class TanhTeacherData:
+    name: str = "tanh_teacher"
+    n_train: int = 512  # samples
+    dim: int = 5  # input dimension d
+    width: int = 2  # teacher hidden units: y = sum_j a_j tanh(b_j . x) + noise
+    noise: float = 0.1  # std of the fixed label noise (before the xy_norm rescaling)
+    xy_norm: Optional[float] = None  # rescale y so |E[x y]| = this = gamma* of the dead net; null = as drawn
+    seed: int = 0  # data seed, shared by all members
+
+
+DATA_SCHEMAS: dict[str, type] = {"regression": RegressionData, "lowrank_map": LowRankMapData,
+                                 "fashion_mnist": ImageDataset, "cifar10": ImageDataset, "text": TextData,
+                                 "tanh_teacher": TanhTeacherData}
 
 
 # ---------------------------------------------------------------- model (schema chosen by name)
@@ -60,7 +96,42 @@ class MatrixModel:
     init_scale: float = 0.1  # std of each entry of the effective W at init
 
 
-MODEL_SCHEMAS: dict[str, type] = {"linear": LinearModel, "matrix": MatrixModel}
+@dataclass
+class MlpModel:
+    name: str = "mlp"
+    widths: list[int] = field(default_factory=lambda: [128, 128])  # hidden layer widths
+    activation: Literal["relu", "tanh"] = "relu"
+
+
+@dataclass
+class ResNetModel:
+    name: str = "resnet18"
+    width: float = 1.0  # multiplier of the stage widths 64-128-256-512
+    bf16_channels_last: Literal["auto", "always", "never"] = "auto"  # bf16 autocast + channels_last; auto = on CUDA only
+
+
+@dataclass
+class TransformerModel:
+    name: str = "transformer"
+    n_layer: int = 2  # pre-LayerNorm blocks
+    n_head: int = 4  # attention heads per block (d_model must be a multiple)
+    d_model: int = 64  # residual stream width
+    init_scale: float = 0.02  # std of weights at init (nanoGPT); residual projections / sqrt(2 n_layer)
+
+
+@dataclass
+class TanhNetModel:
+    name: str = "tanh_net"
+    width: int = 4  # hidden units h of f(x) = sum_i u_i tanh(w_i . x)
+    init_scale: float = 0.5  # std of each u_i and w_i entry at init
+    dead_units: int = 0  # units 0..dead_units-1 start at (u, w) = 0: the sign mirror's symmetric point
+    twin_pairs: int = 0  # the next pairs of units start identical: the permutation mirror's symmetric point
+    probe_hessian: bool = False  # measure the full-batch loss Hessian and its mirror cross blocks every eval
+
+
+MODEL_SCHEMAS: dict[str, type] = {"linear": LinearModel, "matrix": MatrixModel, "mlp": MlpModel,
+                                  "resnet18": ResNetModel, "transformer": TransformerModel,
+                                  "tanh_net": TanhNetModel}
 
 
 # ---------------------------------------------------------------- symmetry and its breaking
@@ -113,8 +184,10 @@ class Reg:
 
 @dataclass
 class Optim:
-    name: Literal["sgd"] = "sgd"
-    momentum: float = 0.0
+    name: Literal["sgd", "adam", "adamw"] = "sgd"  # sgd, adam: coupled L2 (gamma = wd/2); adamw: decoupled decay
+    momentum: float = 0.0  # sgd only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw: moment decay rates
+    eps: float = 1e-8  # adam, adamw: added to the root second moment
     batch_size: Optional[int] = None  # None = full batch
     schedule: Literal["constant", "cosine"] = "constant"
 
@@ -150,6 +223,9 @@ class Metrics:
     unit_tol: float = 0.1
     dead_tau: float = 0.1
     constraint: Constraint = field(default_factory=Constraint)
+    train_subset: int = 0  # loss/train on the first n training examples (0 = all)
+    near_corr: float = 0.99  # classification: fraction of penultimate-feature pairs with |corr| > this
+    corr_matrix: bool = False  # classification: write the final penultimate correlation matrix as rows
 
 
 @dataclass
@@ -192,7 +268,7 @@ class Config:
 
 
 CHOICE_SCHEMAS = {"data": DATA_SCHEMAS, "model": MODEL_SCHEMAS, "symmetry": SYMMETRY_SCHEMAS}
-REFERENCES = ("lasso", "ridge", "spectrum", "dcs")
+REFERENCES = ("lasso", "ridge", "spectrum", "dcs", "critical", "lyapunov")
 
 
 def _type_ok(value, tp) -> bool:
@@ -285,8 +361,7 @@ def _check_values(c: dict) -> None:
     n = c["data"].get("n_train")
     if bs is not None and (bs < 1 or (n is not None and bs > n)):
         raise ConfigError(f"optim.batch_size: {bs} is not allowed; use 1..data.n_train ({n}) or null (full batch)")
-    if not 0 <= c["optim"]["momentum"] < 1:
-        raise ConfigError(f"optim.momentum: {c['optim']['momentum']!r}; expected 0 <= momentum < 1")
+    _check_optim(c["optim"])
     t = c["train"]
     for key in ("steps", "eval_every"):
         if t[key] < 1:
@@ -305,7 +380,74 @@ def _check_values(c: dict) -> None:
             raise ConfigError(f"data.n_train: {d['n_train']} is not allowed; expected >= data.dim ({d['dim']})")
         if d["spectrum"] == "rank" and not 0 < d["rank"] <= d["dim"]:
             raise ConfigError(f"data.rank: {d['rank']} is not allowed; expected 1..data.dim ({d['dim']})")
+    if c["data"]["name"] in ("fashion_mnist", "cifar10"):
+        _check_images(c)
+    if c["data"]["name"] == "text" or c["model"]["name"] == "transformer":
+        _check_text(c)
+    if (c["model"]["name"] == "tanh_net" or c["data"]["name"] == "tanh_teacher"
+            or {"critical", "lyapunov"} & set(c["references"])):
+        _check_tanh(c)
     _check_constraint(c)
+
+
+def _check_tanh(c: dict) -> None:
+    """The tanh net of Theorem 1 (T1-T3): its symmetric-point layout fits its width; its references need it."""
+    m, d = c["model"], c["data"]
+    if d["name"] == "tanh_teacher" and d["xy_norm"] is not None and d["xy_norm"] <= 0:
+        raise ConfigError(f"data.xy_norm: {d['xy_norm']!r}; expected > 0 or null")
+    if m["name"] != "tanh_net":
+        if {"critical", "lyapunov"} & set(c["references"]):
+            raise ConfigError(f"references: critical and lyapunov are closed forms of model tanh_net, got {m['name']!r}")
+        return
+    if m["width"] < 1 or m["dead_units"] < 0 or m["twin_pairs"] < 0:
+        raise ConfigError(f"model: width {m['width']}, dead_units {m['dead_units']}, twin_pairs {m['twin_pairs']}; "
+                          f"expected width >= 1 and counts >= 0")
+    if m["dead_units"] + 2 * m["twin_pairs"] > m["width"]:
+        raise ConfigError(f"model.width: {m['width']} units cannot hold dead_units {m['dead_units']} + "
+                          f"2 x twin_pairs {m['twin_pairs']}")
+
+
+def _check_optim(o: dict) -> None:
+    momentum, betas = o.get("momentum", 0.0), o.get("betas", [0.9, 0.999])
+    if not 0 <= momentum < 1:
+        raise ConfigError(f"optim.momentum: {momentum!r}; expected 0 <= momentum < 1")
+    if o["name"] != "sgd" and momentum:
+        raise ConfigError(f"optim.momentum: {o['name']} takes no momentum; its first-moment rate is optim.betas[0]")
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"optim.betas: {betas!r}; expected two values in [0, 1)")
+    if o.get("eps", 1e-8) <= 0:
+        raise ConfigError(f"optim.eps: {o['eps']!r}; expected > 0")
+
+
+def _check_text(c: dict) -> None:
+    """Character-level language modelling: text data with the transformer, a readable corpus, valid sizes."""
+    d, m = c["data"], c["model"]
+    if (d["name"] == "text") != (m["name"] == "transformer"):
+        raise ConfigError(f"model.name: {m['name']!r} with data {d['name']!r}; the transformer and data=text go together")
+    if d["path"] is not None and not Path(d["path"]).expanduser().is_file():
+        raise ConfigError(f"data.path: {d['path']!r} is not a file; give a UTF-8 text file, or null for the "
+                          f"built-in corpus (pydoc_data.topics)")
+    for key, ok, what in (("context", d["context"] >= 1, ">= 1"), ("eval_windows", d["eval_windows"] >= 1, ">= 1"),
+                          ("val_fraction", 0 < d["val_fraction"] < 1, "in (0, 1)")):
+        if not ok:
+            raise ConfigError(f"data.{key}: {d[key]!r} is not allowed; expected {what}")
+    if m["n_layer"] < 1 or m["n_head"] < 1 or m["d_model"] % m["n_head"]:
+        raise ConfigError(f"model.n_head: {m['n_head']} must divide model.d_model ({m['d_model']}); "
+                          f"n_layer ({m['n_layer']}) and n_head must be >= 1")
+    if any(v > 0 for v in c["ensemble"]["label_noises"]):
+        raise ConfigError("ensemble.label_noises: label noise is for regression targets; use [0.0] with text")
+
+
+def _check_images(c: dict) -> None:
+    """Image classification: the models that read images, no label noise, sane subset sizes."""
+    d, model = c["data"], c["model"]["name"]
+    if model not in ("mlp", "resnet18"):
+        raise ConfigError(f"model.name: {model!r} cannot read images; use mlp or resnet18")
+    if any(v > 0 for v in c["ensemble"]["label_noises"]):
+        raise ConfigError("ensemble.label_noises: label noise is for regression targets; use [0.0] with image data")
+    for key in ("n_train", "n_test", "pad"):
+        if d[key] is not None and d[key] < (0 if key == "pad" else 1):
+            raise ConfigError(f"data.{key}: {d[key]} is not allowed; expected {'>= 0' if key == 'pad' else '>= 1 or null'}")
 
 
 def _check_constraint(c: dict) -> None:

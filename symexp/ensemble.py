@@ -8,8 +8,9 @@ batched run equals a standalone run of m (tests/test_ensemble.py).
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,18 @@ Tensors = dict[str, torch.Tensor]
 MEMBER_KEYS = ("seed", "weight_decay", "lr", "label_noise")
 # Offsets, batch order and label noise draw from generators seeded apart from the init seed.
 OFFSET_STREAM, ORDER_STREAM, NOISE_STREAM = 1_000_003, 2_000_003, 3_000_017
+AUGMENT_STREAM = 4_000_037
+EVAL_CHUNK = 1024  # samples per vmapped eval forward: memory grows with M x chunk, not M x data set
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """Eval mode (BatchNorm uses its running statistics) for the duration, then back to train mode."""
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train()
 
 
 def member_table(ens: dict) -> list[dict]:
@@ -38,6 +51,8 @@ def task_loss(task: str):
         return lambda pred, y: (pred - y).pow(2).mean()
     if task == "classification":
         return F.cross_entropy
+    if task == "language":  # next-token logits [B, T, V] against token ids [B, T]: mean over all B * T
+        return lambda logits, y: F.cross_entropy(logits.flatten(0, -2), y.flatten())
     raise ValueError(f"unknown task {task!r}")
 
 
@@ -49,6 +64,7 @@ class State:
     opt: Tensors  # optimiser buffers, [M, ...]
     alive: torch.Tensor  # [M] bool; False once a member diverged (it is then frozen)
     step: int = 0
+    buffers: Tensors = field(default_factory=dict)  # per-member module buffers (BatchNorm statistics), [M, ...]
 
 
 class Ensemble:
@@ -75,6 +91,9 @@ class Ensemble:
             fixeds.append(breaking.offsets(raw, breaking_cfg["name"], breaking_cfg["scale"], gen))
         self.raw0 = {k: torch.stack([r[k] for r in raws]) for k in raws[0]}
         self.fixed = {k: torch.stack([f[k] for f in fixeds]) for k in fixeds[0]}
+        # module buffers (BatchNorm running statistics) stacked per member; BatchNorm updates them in
+        # place under vmap, as it does its own buffers (equality with a standalone run: tests/test_resnet.py)
+        self.buffers0 = {k: torch.stack([b.detach()] * self.size) for k, b in self.model.named_buffers()}
         self.groups: dict[str, list[str]] = {}
         for key in self.raw0:
             name, sfx = key.rsplit(".", 1)
@@ -90,33 +109,52 @@ class Ensemble:
         return {name: self.symmetry.compose({s: raw[f"{name}.{s}"] for s in sfxs})
                 for name, sfxs in self.groups.items()}
 
-    def member_loss(self, raw: Tensors, fixed: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def member_loss(self, raw: Tensors, fixed: Tensors, x: torch.Tensor, y: torch.Tensor,
+                    buffers: Tensors | None = None) -> torch.Tensor:
         """The data loss of ONE member (no regulariser: decay is applied in the update)."""
-        return self.loss(functional_call(self.model, self.effective(raw, fixed), (x,)), y)
+        tensors = {**self.effective(raw, fixed), **(buffers or {})}
+        return self.loss(functional_call(self.model, tensors, (x,)), y)
 
-    def full_loss(self, raw: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """`[M]` data losses on a shared data set."""
-        with torch.no_grad():
-            return vmap(self.member_loss, in_dims=(0, 0, None, None))(raw, self.fixed, x, y)
+    def full_loss(self, raw: Tensors, x: torch.Tensor, y: torch.Tensor, buffers: Tensors | None = None) -> torch.Tensor:
+        """`[M]` data losses on a shared data set, in eval mode, over chunks of EVAL_CHUNK samples."""
+        fn = vmap(self.member_loss, in_dims=(0, 0, None, None, 0))
+        total = 0.0
+        with torch.no_grad(), evaluating(self.model):
+            for i in range(0, len(x), EVAL_CHUNK):  # each loss is a mean over dim 0: reweight the chunks
+                xc, yc = x[i:i + EVAL_CHUNK], y[i:i + EVAL_CHUNK]
+                total = total + fn(raw, self.fixed, xc, yc, buffers or {}) * (len(xc) / len(x))
+        return total
 
-    def init_state(self, momentum: float) -> State:
+    def outputs(self, raw: Tensors, x: torch.Tensor, buffers: Tensors | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval-mode `(logits [M, N, C], penultimate features [M, N, h])` of a model whose forward
+        takes `features=True`, over chunks of EVAL_CHUNK samples (bounds memory at M x chunk)."""
+        def member(raw, fixed, buffers, x):
+            return functional_call(self.model, {**self.effective(raw, fixed), **buffers}, (x,), {"features": True})
+        fn = vmap(member, in_dims=(0, 0, 0, None))
+        with torch.no_grad(), evaluating(self.model):
+            parts = [fn(raw, self.fixed, buffers or {}, x[i:i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]
+        return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+
+    def init_state(self, rule: optim.Rule) -> State:
         raw = {k: v.clone() for k, v in self.raw0.items()}
         alive = torch.ones(self.size, dtype=torch.bool, device=self.device)
-        return State(raw=raw, opt=optim.sgd_init(raw, momentum), alive=alive)
+        buffers = {k: v.clone() for k, v in self.buffers0.items()}
+        return State(raw=raw, opt=rule.init(raw), alive=alive, buffers=buffers)
 
-    def make_step(self, momentum: float, decayed: frozenset[str], per_member_x: bool, per_member_y: bool,
-                  max_loss: float, compile: bool):
-        """The batched train step: (raw, opt, alive, x, y, lr) -> (raw, opt, alive, loss[M])."""
+    def make_step(self, rule: optim.Rule, decayed: frozenset[str], per_member_x: bool, per_member_y: bool,
+                  max_loss: float, compile: bool, buffers: Tensors | None = None):
+        """The batched train step: (raw, opt, alive, x, y, lr) -> (raw, opt, alive, loss[M]).
+        `buffers` (a State's, [M, ...]) are updated in place by the model's train-mode forward (BatchNorm)."""
         penalty = getattr(self.symmetry, "penalty", None)  # an explicit loss term (symmetry=penalty only)
         trained = self.member_loss if penalty is None else (
-            lambda raw, fixed, x, y: self.member_loss(raw, fixed, x, y) + penalty(self.effective(raw, fixed)))
+            lambda raw, fixed, x, y, b: self.member_loss(raw, fixed, x, y, b) + penalty(self.effective(raw, fixed)))
         grad_fn = vmap(grad_and_value(trained),
-                       in_dims=(0, 0, 0 if per_member_x else None, 0 if per_member_y else None))
-        wd, fixed = self.hyper["weight_decay"], self.fixed
+                       in_dims=(0, 0, 0 if per_member_x else None, 0 if per_member_y else None, 0))
+        wd, fixed, buffers = self.hyper["weight_decay"], self.fixed, buffers if buffers is not None else {}
 
         def step(raw: Tensors, opt: Tensors, alive: torch.Tensor, x, y, lr: torch.Tensor):
-            grads, loss = grad_fn(raw, fixed, x, y)
-            new_raw, new_opt = optim.sgd_update(raw, grads, opt, lr, wd, momentum, decayed)
+            grads, loss = grad_fn(raw, fixed, x, y, buffers)
+            new_raw, new_opt = rule.update(raw, grads, opt, lr, wd, decayed)
             ok = alive & torch.isfinite(loss) & (loss.abs() < max_loss)
             for v in new_raw.values():
                 ok = ok & torch.isfinite(v).flatten(1).all(1)

@@ -1,16 +1,27 @@
 """Functional optimisers over stacked `[M, ...]` parameters with per-member hyperparameters.
 
 torch.optim treats a stacked tensor as one parameter (no per-member lr or weight decay), so the
-update is written out here. Weight decay is coupled L2: g <- g + wd * p, the gradient of
-loss + wd/2 |p|^2, hence gamma = wd/2 (paper.md 2.1).
+updates are written out here, each taking `[M]` lr and wd tensors. Two kinds of weight decay, kept
+apart because only one is what the theory covers:
+
+* coupled L2 (`sgd`, `adam`): g <- g + wd * p before the update (and, for Adam, before its moments),
+  the gradient of loss + wd/2 |p|^2, hence gamma = wd/2 (paper.md 2.1). Adam's per-coordinate
+  scaling then rescales the decay too, so Adam + L2 collapses at a far smaller wd than SGD.
+* decoupled decay (`adamw`, Loshchilov & Hutter): p <- p (1 - lr * wd), outside the moments. It is
+  not the gradient of any penalty on the data loss, so gamma = wd/2 does not apply to it.
+
+The Adam/AdamW arithmetic follows torch.optim.Adam/AdamW (non-capturable, non-amsgrad) step by step,
+so one member equals torch's optimiser to rounding (tests/test_optim.py).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 
 import torch
 
 Tensors = dict[str, torch.Tensor]
+RULES = ("sgd", "adam", "adamw")
 
 
 def per_member(h: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -32,6 +43,66 @@ def sgd_update(params: Tensors, grads: Tensors, state: Tensors, lr: torch.Tensor
             g = new_state[k] = momentum * state[k] + g
         new_params[k] = p - per_member(lr, p) * g
     return new_params, new_state
+
+
+def adam_init(params: Tensors) -> Tensors:
+    """First and second moments per parameter, and each member's step count `[M]` (bias correction)."""
+    state = {f"exp_avg.{k}": torch.zeros_like(v) for k, v in params.items()}
+    state.update({f"exp_avg_sq.{k}": torch.zeros_like(v) for k, v in params.items()})
+    first = next(iter(params.values()))
+    state["step"] = torch.zeros(first.shape[0], dtype=first.dtype, device=first.device)
+    return state
+
+
+def adam_update(params: Tensors, grads: Tensors, state: Tensors, lr: torch.Tensor, wd: torch.Tensor,
+                betas: tuple[float, float], eps: float, decoupled: bool,
+                decayed: frozenset[str]) -> tuple[Tensors, Tensors]:
+    """One Adam step (decoupled=False: coupled L2, = torch.optim.Adam(weight_decay=wd)) or AdamW step
+    (decoupled=True, = torch.optim.AdamW(weight_decay=wd)); lr, wd are `[M]`."""
+    b1, b2 = betas
+    step = state["step"] + 1
+    bias1 = 1 - b1 ** step  # [M]
+    bias2_sqrt = (1 - b2 ** step).sqrt()
+    new_params, new_state = {}, {"step": step}
+    for k, p in params.items():
+        g = grads[k]
+        if k in decayed and decoupled:
+            p = p * (1 - per_member(lr * wd, p))
+        elif k in decayed:
+            g = g + per_member(wd, p) * p
+        m = new_state[f"exp_avg.{k}"] = state[f"exp_avg.{k}"].lerp(g, 1 - b1)
+        v = new_state[f"exp_avg_sq.{k}"] = state[f"exp_avg_sq.{k}"] * b2 + (1 - b2) * g * g
+        denom = v.sqrt() / per_member(bias2_sqrt, p) + eps
+        new_params[k] = p - per_member(lr / bias1, p) * m / denom
+    return new_params, new_state
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The update rule named by the `optim` config (symexp.config.Optim): its buffers and its step."""
+
+    name: str = "sgd"  # sgd | adam (both coupled L2) | adamw (decoupled decay)
+    momentum: float = 0.0  # sgd only
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+    eps: float = 1e-8  # adam, adamw
+
+    def init(self, params: Tensors) -> Tensors:
+        return sgd_init(params, self.momentum) if self.name == "sgd" else adam_init(params)
+
+    def update(self, params: Tensors, grads: Tensors, state: Tensors, lr: torch.Tensor, wd: torch.Tensor,
+               decayed: frozenset[str]) -> tuple[Tensors, Tensors]:
+        if self.name == "sgd":
+            return sgd_update(params, grads, state, lr, wd, self.momentum, decayed)
+        return adam_update(params, grads, state, lr, wd, self.betas, self.eps, self.name == "adamw", decayed)
+
+
+def rule(ocfg: dict) -> Rule:
+    """The Rule of an `optim` config dict; keys it does not list take the Rule defaults."""
+    known = {f.name for f in fields(Rule)}
+    values = {k: tuple(v) if k == "betas" else v for k, v in ocfg.items() if k in known}
+    if values.get("name", "sgd") not in RULES:
+        raise ValueError(f"optim.name: unknown {values['name']!r}; allowed: {', '.join(RULES)}")
+    return Rule(**values)
 
 
 def schedule_factor(kind: str, step: int, total: int) -> float:

@@ -6,9 +6,12 @@ A job directory holds
     status.json       {"state": running | done | diverged | failed, "config_hash", "members", "diverged", ...}
     ckpt.pt           the last resumable checkpoint (removed when the job ends)
     error.txt         the traceback of a failed job
+    .lock             held (flock) while a process runs the job
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -65,6 +68,34 @@ def write_json(path: Path, obj: dict) -> None:
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
     atomic_write(path, lambda p: df.to_parquet(p, index=False))
+
+
+@contextlib.contextmanager
+def job_lock(job_dir: Path):
+    """An exclusive, non-blocking lock on a job directory; yields whether it was acquired.
+
+    Two sweeps that share a job (the same command run twice at once) never run it twice. The
+    kernel drops the lock when its process dies, even by SIGKILL, so a killed job is free to resume."""
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(job_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def is_locked(job_dir: Path) -> bool:
+    """Whether another process is running this job right now."""
+    if not (Path(job_dir) / ".lock").exists():
+        return False
+    with job_lock(job_dir) as held:
+        return not held
 
 
 def config_hash(cfg: dict) -> str:

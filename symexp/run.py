@@ -62,6 +62,15 @@ def run_job(cfg: DictConfig, out_dir: Path, job: str = "default", overrides: lis
     out_dir = Path(out_dir)
     c = validate(cfg)  # fail fast, before touching any file
     device, dtype = pick_device(c["device"]), getattr(torch, c["dtype"])
+    with results.job_lock(out_dir) as held:
+        if not held:  # the same job of a concurrent sweep: that process finishes it
+            print(f"symexp: skip {job}: running in another process ({out_dir})", file=sys.stderr)
+            return {"state": "busy", "job": job}
+        return _run_locked(c, device, dtype, out_dir, job, overrides, sweep, progress)
+
+
+def _run_locked(c: dict, device: torch.device, dtype: torch.dtype, out_dir: Path, job: str,
+                overrides: list[str], sweep: str, progress: bool) -> dict:
     h = results.config_hash(c)
     old = read_status(out_dir)
     if old and old["state"] in results.COMPLETE:
@@ -81,8 +90,10 @@ def run_job(cfg: DictConfig, out_dir: Path, job: str = "default", overrides: lis
         ens = Ensemble(build_model(c["model"], data), c["symmetry"], c["breaking"], members,
                        data.task, device, dtype)
         rows, resume = Rows(), load_checkpoint(out_dir, h)
-        if resume is not None:
+        if resume is not None:  # a killed run of this job: continue from its last checkpoint
             rows.blocks = resume["rows"]
+            status["resumed_from"] = resume["state"].step
+            write_json(out_dir / "status.json", status)
 
         def checkpoint(state, batcher):
             results.atomic_write(out_dir / "ckpt.pt", lambda p: torch.save(
@@ -126,14 +137,27 @@ def load_checkpoint(out_dir: Path, h: str) -> dict | None:
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     multirun = hc.mode.name == "MULTIRUN"
+    out, job = Path(hc.runtime.output_dir), hc.job.override_dirname or "default"
     try:
-        run_job(cfg, Path(hc.runtime.output_dir), job=hc.job.override_dirname or "default",
-                overrides=list(hc.overrides.task), sweep=hc.sweep.dir if multirun else "")
+        run_job(cfg, out, job=job, overrides=list(hc.overrides.task), sweep=hc.sweep.dir if multirun else "")
     except ConfigError as e:
-        if multirun:  # the launcher carries on with the other jobs and reports this one at the end
+        if not multirun:
+            print(f"symexp: config error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        record_failure(out, f"ConfigError: {e}\n")
+        print(f"symexp: job {job}: config error: {e}", file=sys.stderr)
+    except Exception as e:
+        if not multirun:
             raise
-        print(f"symexp: config error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        # the other jobs go on; symexp.sweep_report lists this one at the end and sets the exit code
+        record_failure(out, traceback.format_exc())
+        print(f"symexp: job {job} failed: {type(e).__name__}: {e} (traceback: {out / 'error.txt'})", file=sys.stderr)
+
+
+def record_failure(out: Path, text: str) -> None:
+    """error.txt for a job that failed before run_job could record it; never in another job's directory."""
+    if read_status(out) is None:
+        write_text(out / "error.txt", text)
 
 
 def preflight(argv: list[str]) -> None:

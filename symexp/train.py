@@ -6,7 +6,8 @@ from tqdm.auto import tqdm
 
 from symexp import metrics, optim
 from symexp.data import TensorData
-from symexp.ensemble import NOISE_STREAM, ORDER_STREAM, Ensemble, State
+from symexp.data.images import augment
+from symexp.ensemble import AUGMENT_STREAM, NOISE_STREAM, ORDER_STREAM, Ensemble, State
 from symexp.metrics.constraint import constraint_norm
 from symexp.results import Rows
 
@@ -20,6 +21,9 @@ class Batcher:
         self.order = [torch.Generator().manual_seed(m["seed"] + ORDER_STREAM) for m in members]
         self.noise_gen = [torch.Generator().manual_seed(m["seed"] + NOISE_STREAM) for m in members]
         self.noisy = bool((label_noise > 0).any())
+        self.augment = data.extras.get("augment")  # {pad, flip} for image data, else None
+        self.aug_gen = [torch.Generator(device=data.x.device).manual_seed(m["seed"] + AUGMENT_STREAM)
+                        for m in members] if self.augment else []
         self.perm, self.pos = None, 0
 
     @property
@@ -39,6 +43,8 @@ class Batcher:
             idx = self.perm[:, self.pos:self.pos + self.bs]  # [M, B]
             self.pos += self.bs
             x, y = x[idx], y[idx]
+            if self.augment:  # images: each member crops and flips its own batch with its own generator
+                x = torch.stack([augment(xm, g, **self.augment) for xm, g in zip(x, self.aug_gen)])
         if self.noisy:  # fresh label noise every step: a pure gradient-noise knob (paper.md 2.4)
             shape = y.shape[1:] if self.bs is not None else y.shape  # one member's targets
             eps = torch.stack([torch.randn(shape, generator=g, dtype=torch.float64) for g in self.noise_gen])
@@ -47,12 +53,14 @@ class Batcher:
 
     def state_dict(self) -> dict:
         return {"order": [g.get_state() for g in self.order], "noise": [g.get_state() for g in self.noise_gen],
-                "perm": self.perm, "pos": self.pos}
+                "augment": [g.get_state() for g in self.aug_gen], "perm": self.perm, "pos": self.pos}
 
     def load_state_dict(self, s: dict) -> None:
         for g, st in zip(self.order, s["order"]):
             g.set_state(st)
         for g, st in zip(self.noise_gen, s["noise"]):
+            g.set_state(st)
+        for g, st in zip(self.aug_gen, s.get("augment", [])):
             g.set_state(st)
         self.perm, self.pos = s["perm"], s["pos"]
 
@@ -69,6 +77,11 @@ def measure(theta: torch.Tensor, families: tuple[str, ...], mcfg: dict) -> dict[
         out["rank/erank"] = metrics.erank(theta)
         out["rank/stable"] = metrics.stable_rank(theta)
         out[f"rank/energy@{mcfg['energy']:g}"] = metrics.energy_rank(theta, mcfg["energy"])
+    if "units" in families:  # theta: per-unit vectors [M, h, p] from a model's probe_views (anchors A1)
+        out["units/independent"] = metrics.independent_units(theta, mcfg["unit_tol"], mcfg["dead_tau"])
+        out["units/dead_frac"] = metrics.dead_fraction(theta, mcfg["dead_tau"])
+    if "norm" in families:  # Euclidean (Frobenius) norm of the whole tensor: exact zeros stay 0
+        out["norm/l2"] = torch.linalg.vector_norm(theta.reshape(theta.shape[0], -1), dim=1)
     if "spectrum" in families:  # every singular value, largest first: spectrum/sv0 ... sv{k-1}
         for i, sv in enumerate(metrics.singular_values(theta).unbind(1)):
             out[f"spectrum/sv{i}"] = sv
@@ -77,21 +90,40 @@ def measure(theta: torch.Tensor, families: tuple[str, ...], mcfg: dict) -> dict[
     return out
 
 
-def evaluate(ens: Ensemble, state: State, data: TensorData, mcfg: dict, rows: Rows) -> dict[str, torch.Tensor]:
+def evaluate(ens: Ensemble, state: State, data: TensorData, mcfg: dict, rows: Rows,
+             final: bool = False) -> dict[str, torch.Tensor]:
     """Append every metric of every member at `state.step` to `rows`; return the losses."""
     theta = ens.effective(state.raw, ens.fixed)
-    losses = {"loss/train": ens.full_loss(state.raw, data.x, data.y)}
+    n = mcfg.get("train_subset") or data.n  # loss/train on the first n examples (large image sets)
+    x_fit, y_fit = (data.x[:n], data.y[:n]) if data.x_eval is None else (data.x_eval, data.y_eval)  # text: a sample
+    losses = {"loss/train": ens.full_loss(state.raw, x_fit, y_fit, state.buffers)}
     if data.x_test is not None:
-        losses["loss/test"] = ens.full_loss(state.raw, data.x_test, data.y_test)
+        losses["loss/test"] = ens.full_loss(state.raw, data.x_test, data.y_test, state.buffers)
     for name, v in losses.items():
         rows.add(state.step, "", name, v)
     rows.add(state.step, "", "status/alive", state.alive)
+    if data.task == "classification" and data.x_test is not None:
+        evaluate_features(ens, state, data, mcfg, rows, final)
     # a model may measure derived tensors (e.g. per-head W_Q^T W_K) beside its raw effective weights
     views = ens.model.probe_views(theta) if hasattr(ens.model, "probe_views") else theta
     for layer, families in ens.model.probes.items():
         for name, v in measure(views[layer].detach(), families, mcfg).items():
             rows.add(state.step, layer, name, v)
     return losses
+
+
+def evaluate_features(ens: Ensemble, state: State, data: TensorData, mcfg: dict, rows: Rows, final: bool) -> None:
+    """Test accuracy and the penultimate features' homogeneity over the test set; at the final step,
+    with metrics.corr_matrix, also every entry i < j of their correlation matrix (for the heatmaps)."""
+    logits, feats = ens.outputs(state.raw, data.x_test, state.buffers)
+    rows.add(state.step, "", "acc/test", (logits.argmax(-1) == data.y_test).double().mean(1))
+    thresh = mcfg["near_corr"]
+    rows.add(state.step, "penultimate", f"features/near_identical@{thresh:g}", metrics.near_identical_pairs(feats, thresh))
+    if final and mcfg["corr_matrix"]:
+        corr = metrics.feature_correlation(feats)
+        i, j = torch.triu_indices(corr.shape[1], corr.shape[1], 1)
+        for a, b, v in zip(i.tolist(), j.tolist(), corr[:, i, j].unbind(1)):
+            rows.add(state.step, "penultimate", f"corr/{a}/{b}", v)
 
 
 def converged(prev: dict | None, theta: dict, alive: torch.Tensor, tol: float) -> bool:
@@ -113,12 +145,13 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rows: Rows, checkpoint, re
     tcfg, ocfg = cfg["train"], cfg["optim"]
     decayed = frozenset(k for k in ens.raw0 if not any(s in k for s in cfg["reg"]["exclude"]))
     batcher = Batcher(data, ocfg["batch_size"], ens.members, ens.hyper["label_noise"])
-    state = ens.init_state(ocfg["momentum"])
+    rule = optim.rule(ocfg)  # sgd | adam (coupled L2) | adamw (decoupled decay)
+    state = ens.init_state(rule)
     if resume is not None:
         state = resume["state"]
         batcher.load_state_dict(resume["batcher"])
-    step_fn = ens.make_step(ocfg["momentum"], decayed, batcher.per_member_x, batcher.per_member_y,
-                            tcfg["max_loss"], cfg["compile"])
+    step_fn = ens.make_step(rule, decayed, batcher.per_member_x, batcher.per_member_y,
+                            tcfg["max_loss"], cfg["compile"], state.buffers)
     prev = None
     if state.step == 0:
         on_eval and on_eval(state.step, evaluate(ens, state, data, cfg["metrics"], rows))
@@ -131,7 +164,7 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rows: Rows, checkpoint, re
         bar.update(1)
         last = state.step == tcfg["steps"]
         if state.step % tcfg["eval_every"] == 0 or last:
-            losses = evaluate(ens, state, data, cfg["metrics"], rows)
+            losses = evaluate(ens, state, data, cfg["metrics"], rows, final=last)
             on_eval and on_eval(state.step, losses)
             live = losses["loss/train"][state.alive]
             bar.set_postfix(loss=f"{live.mean().item() if len(live) else float('nan'):.4g}",

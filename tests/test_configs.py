@@ -22,11 +22,15 @@ def test_every_experiment_composes_and_validates(make_cfg, experiment, scale):
     assert c["name"] == experiment and c["scale"]["name"] == scale
 
 
+# options that validate only beside a partner option of another group
+PARTNERS = {("model", "transformer"): ["data=text"], ("data", "text"): ["model=transformer"]}
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_every_group_option_composes(make_cfg, group, option):
     if group == "breaking" and option == "residual":
         pytest.skip("residual needs symmetry=rotation; composed by its experiment")
-    validate(make_cfg(f"{group}={option}"))
+    validate(make_cfg(f"{group}={option}", *PARTNERS.get((group, option), [])))
 
 
 BAD = [

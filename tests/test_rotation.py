@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from symexp import theory
+from symexp import optim, theory
 from symexp.config import ConfigError, validate
 from symexp.data import build_data
 from symexp.ensemble import Ensemble, member_table
@@ -68,8 +68,8 @@ def test_gd_on_uv_with_decay_soft_thresholds_the_spectrum():
     members = member_table(dict(seeds=[0], weight_decays=[0.2, 0.8, 1.6], lrs=[0.1], label_noises=[0.0]))
     ens = Ensemble(build_model({"name": "matrix", "init_scale": 0.1}, data), "rotation", {"name": "none", "scale": 0.0},
                    members, "regression", torch.device("cpu"), torch.float64)
-    state = ens.init_state(0.0)
-    step = ens.make_step(0.0, frozenset(ens.raw0), False, False, 1e8, False)
+    state = ens.init_state(optim.Rule())
+    step = ens.make_step(optim.Rule(), frozenset(ens.raw0), False, False, 1e8, False)
     for _ in range(2000):
         state.raw, state.opt, state.alive, _ = step(state.raw, state.opt, state.alive, data.x, data.y, ens.hyper["lr"])
     w = ens.effective(state.raw, ens.fixed)["weight"]

@@ -254,3 +254,17 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: boo
     bi = torch.arange(b, device=x.device)[:, None, None, None]
     ci = torch.arange(c, device=x.device)[None, :, None, None]
     return xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def image_data(cfg: dict, device: torch.device, dtype: torch.dtype):
+    """The `data` config of an image set -> TensorData on `device` (schema: symexp.config.ImageDataset).
+
+    A CIFAR-10 that is not at `cfg["root"]` falls back to `cfg["fallback"]` only when that is set,
+    with one message naming where to put it; otherwise the DataNotFound error stops the job."""
+    from symexp.data import TensorData
+
+    raw = load_images(cfg["name"], cfg["root"], cfg["fallback"]).subset(cfg["n_train"], cfg["n_test"])
+    imgs = raw.to(device, dtype)
+    augment_cfg = {"pad": cfg["pad"], "flip": cfg["flip"]} if cfg["augment"] else None
+    return TensorData(imgs.x_train, imgs.y_train, "classification", imgs.x_test, imgs.y_test,
+                      extras={"dataset": raw.name, "classes": raw.classes, "augment": augment_cfg})

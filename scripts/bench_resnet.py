@@ -1,0 +1,112 @@
+"""Train-step throughput of the CIFAR ResNet18 through the ensemble engine, on the current device.
+
+    python scripts/bench_resnet.py                                   # full width, batch 128, 3x32x32
+    python scripts/bench_resnet.py --width 0.125 --batch 32 --steps 3  # a quick CPU run
+
+(a) precision: images/s of one member's batched train step (SGD momentum, coupled L2, BatchNorm
+    statistics updated) in fp32 vs bf16 autocast + channels_last input, and each again under
+    torch.compile with --compile (compile time excluded: paid in a warm-up step).
+(b) BatchNorm members: M members as ONE vmapped step with stacked per-member BatchNorm buffers vs
+    the same M members run one after another as separate M=1 steps (the "separate jobs" option).
+Each number is the min over --repeats of --steps timed steps, with the process CPU utilisation of
+that repeat (cpu time / wall time). Writes results/bench/resnet_<device>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from symexp.data import TensorData
+from symexp.ensemble import Ensemble, member_table
+from symexp.models.resnet import ResNet18
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_step(device, width: float, members: int, batch: int, fast: str, compile: bool, size: int, channels: int):
+    """A ready-to-call engine step on random images and the images it consumes per call."""
+    data = TensorData(torch.randn(batch, channels, size, size, device=device),
+                      torch.randint(0, 10, (batch,), device=device), "classification")
+    ens = Ensemble(ResNet18(channels, 10, width, fast), "plain", {"name": "none", "scale": 0.0},
+                   member_table(dict(seeds=list(range(members)), weight_decays=[5e-4], lrs=[0.05], label_noises=[0.0])),
+                   "classification", device, torch.float32)
+    state = ens.init_state(0.9)
+    step = ens.make_step(0.9, frozenset(ens.raw0), True, True, 1e8, compile, state.buffers)
+    x = data.x.expand(members, *data.x.shape)  # per-member batches, as the Batcher gives them
+    y = data.y.expand(members, *data.y.shape)
+    lr = ens.hyper["lr"]
+
+    def run():
+        state.raw, state.opt, state.alive, _ = step(state.raw, state.opt, state.alive, x, y, lr)
+    return run, members * batch
+
+
+def timed(run, steps: int, repeats: int, device) -> tuple[float, float]:
+    """(min seconds per step over repeats, CPU utilisation of that repeat)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    run()  # warm-up: compile, cudnn.benchmark autotuning, allocator
+    sync()
+    best = None
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(steps):
+            run()
+        sync()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if best is None or wall < best[0]:
+            best = (wall / steps, cpu / wall)
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--width", type=float, default=1.0, help="stage-width multiplier (1 = 64..512)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--size", type=int, default=32, help="image side")
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--members", type=int, default=4, help="M for the batched-vs-separate comparison")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd steps")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
+    shape = dict(width=args.width, batch=args.batch, size=args.size, channels=args.channels)
+    rows = []
+
+    def record(name, members, fast, compile):
+        run, images = make_step(device, args.width, members, args.batch, fast, compile, args.size, args.channels)
+        sec, util = timed(run, args.steps, args.repeats, device)
+        rows.append(dict(case=name, members=members, bf16_channels_last=fast, compile=compile,
+                         s_per_step=sec, images_per_s=images / sec, cpu_util=util))
+        print(f"{name:28s} M={members:<3d} {images / sec:10.1f} img/s  {sec * 1e3:9.1f} ms/step  cpu {util:.2f}", flush=True)
+        return sec
+
+    for compile in ([False, True] if args.compile else [False]):
+        for fast in ("never", "always"):
+            record(f"precision/{'bf16+cl' if fast == 'always' else 'fp32'}{'+compile' if compile else ''}", 1, fast, compile)
+    batched = record("bn/batched_vmap", args.members, "auto", False)
+    single = record("bn/one_member", 1, "auto", False)
+    separate = args.members * single  # M separate jobs, one after another, do M single-member steps
+    print(f"BatchNorm members: {args.members} batched in one vmapped step {batched * 1e3:.1f} ms vs "
+          f"{args.members} separate steps {separate * 1e3:.1f} ms -> batched/separate = {batched / separate:.2f}")
+    name = torch.cuda.get_device_name().replace(" ", "_") if device.type == "cuda" else f"cpu{os.cpu_count()}"
+    out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"resnet_{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(
+        device=str(device), device_name=name, torch=torch.__version__, platform=platform.platform(),
+        threads=torch.get_num_threads(), shape=shape, steps=args.steps, repeats=args.repeats, rows=rows,
+        bn_members=dict(members=args.members, batched_s_per_step=batched, separate_s_per_step=separate,
+                        batched_over_separate=batched / separate)), indent=2) + "\n")
+    print(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""A tanh teacher, y = sum_j a_j tanh(b_j . x) + noise, x ~ N(0, I_d): the data of rows T1-T3.
+
+The dead-network threshold of a tanh student is gamma* = |E[x y]| (paper.md 2.3): at the origin every
+unit's symmetry-breaking Hessian block is [[0, -2 E[x y]^T], [-2 E[x y], 0]]. With `xy_norm` set, y
+is rescaled so that the sample's |E[x y]| equals it exactly: a sweep can then name gamma / gamma*
+directly (T2), and the SGD-noise experiment (T3) fixes its signal size while `noise` sets how noisy
+each sample's curvature -2 x y is.
+"""
+from __future__ import annotations
+
+import torch
+
+from symexp.data import TensorData
+
+
+def tanh_teacher(cfg: dict, device: torch.device, dtype: torch.dtype) -> TensorData:
+    """Drawn in float64 on the CPU from `cfg["seed"]`, so every device and dtype sees the same numbers."""
+    g = torch.Generator().manual_seed(cfg["seed"])
+    n, d, k = cfg["n_train"], cfg["dim"], cfg["width"]
+    b = torch.randn(k, d, generator=g, dtype=torch.float64)
+    a = torch.randn(k, generator=g, dtype=torch.float64)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.tanh(x @ b.T) @ a + cfg["noise"] * torch.randn(n, generator=g, dtype=torch.float64)
+    if cfg["xy_norm"] is not None:
+        y = y * cfg["xy_norm"] / torch.linalg.vector_norm(x.T @ y / n)
+    return TensorData(
+        x=x.to(device, dtype), y=y.to(device, dtype), task="regression",
+        extras={"x64": x, "y64": y, "gamma_star": float(torch.linalg.vector_norm(x.T @ y / n))},
+    )

@@ -1,0 +1,82 @@
+"""The conventional CIFAR ResNet18 (kuangliu/pytorch-cifar, anchors A7): 3x3 stem, no max-pool,
+4 stages x 2 BasicBlocks, widths 64-128-256-512 (times `width`), BatchNorm, global average pool, fc.
+11,173,962 parameters for 3x32x32 inputs and 10 classes at width 1.
+
+Permutation symmetry used for measurement: the hidden channel of each BasicBlock (conv1 -> bn1 ->
+relu -> conv2). Channel i of block b is the unit v_i = [conv1.weight[i], bn1.weight[i], bn1.bias[i],
+conv2.weight[:, i]]; swapping two such units leaves the function unchanged (paper.md 3). The
+residual-stream channels are permuted only jointly across a stage, so they are not probed.
+
+`bf16_channels_last` (auto: on CUDA only) runs the forward under bf16 autocast (BatchNorm keeps
+float32 statistics) with the input in channels_last memory format; logits come back float32.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STAGES = (64, 128, 256, 512)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    def __init__(self, in_channels: int, n_classes: int, width: float = 1.0, bf16_channels_last: str = "auto"):
+        super().__init__()
+        widths = [max(1, round(c * width)) for c in STAGES]
+        self.bf16_channels_last = bf16_channels_last  # auto | always | never
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        blocks, c_in = [], widths[0]
+        for s, c in enumerate(widths):
+            stage = nn.Sequential(BasicBlock(c_in, c, 1 if s == 0 else 2), BasicBlock(c, c, 1))
+            blocks.append(stage)
+            c_in = c
+        self.layer1, self.layer2, self.layer3, self.layer4 = blocks
+        self.linear = nn.Linear(widths[-1], n_classes)
+        # one probe per block's hidden channels: "layer{s}.{b}" -> that block
+        self.probes = {f"layer{s}.{b}": ("units",) for s in range(1, 5) for b in range(2)}
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()  # torch defaults; BatchNorm also resets its running statistics
+
+    def forward(self, x: torch.Tensor, features: bool = False):
+        """Logits [N, classes] (float32); with features=True also the penultimate (post-pool) features."""
+        fast = self.bf16_channels_last == "always" or (self.bf16_channels_last == "auto" and x.is_cuda)
+        if fast:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=fast):
+            h = F.relu(self.bn1(self.conv1(x)))
+            h = self.layer4(self.layer3(self.layer2(self.layer1(h))))
+            feats = F.adaptive_avg_pool2d(h, 1).flatten(1)
+            logits = self.linear(feats)
+        logits, feats = logits.float(), feats.float()
+        return (logits, feats) if features else logits
+
+    def probe_views(self, theta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-block unit vectors [M, c, p] of the hidden channels (see the module docstring)."""
+        from symexp.metrics import unit_vectors
+
+        views = {}
+        for layer in self.probes:
+            p = f"{layer}."
+            views[layer] = unit_vectors(theta[p + "conv1.weight"], theta[p + "conv2.weight"],
+                                        theta[p + "bn1.weight"], theta[p + "bn1.bias"])
+        return views
