@@ -3,8 +3,10 @@ PY      ?= .venv/bin/python
 SCALE   ?= quick
 PYTEST  ?= $(PY) -m pytest
 FMNIST  := /usr/share/datasets/fashion-mnist
+# taken before set-up, so the report's wall time includes it
+START   := $(shell date +%s)
 
-.PHONY: help setup data reproduce test test-full bench figures clean
+.PHONY: help setup data reproduce reference test test-fast bench figures clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-10s %s\n", $$1, $$2}'
@@ -21,7 +23,11 @@ data:  ## Debian's dataset-fashion-mnist (IDX files under /usr/share/datasets/fa
 	  || echo "note: could not install dataset-fashion-mnist (not root?); image experiments will say so"
 
 reproduce: setup  ## run every experiment at SCALE (quick: CPU, paper: GPU), then figures, claims and report
-	$(PY) scripts/reproduce.py --scale $(SCALE)
+	$(PY) scripts/reproduce.py --scale $(SCALE) --started $(START)
+
+reference: reproduce  ## refresh the committed results/reference from a SCALE=quick reproduce
+	rm -rf results/reference && mkdir -p results/reference
+	cp -r results/REPORT.md results/claims.csv results/figures results/reference/
 
 test: .venv/.installed  ## the test suite (CPU; what .ci/run calls)
 	$(PYTEST) -q

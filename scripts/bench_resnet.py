@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from symexp import optim
 from symexp.data import TensorData
 from symexp.ensemble import Ensemble, member_table
 from symexp.models.resnet import ResNet18
@@ -36,8 +37,9 @@ def make_step(device, width: float, members: int, batch: int, fast: str, compile
     ens = Ensemble(ResNet18(channels, 10, width, fast), "plain", {"name": "none", "scale": 0.0},
                    member_table(dict(seeds=list(range(members)), weight_decays=[5e-4], lrs=[0.05], label_noises=[0.0])),
                    "classification", device, torch.float32)
-    state = ens.init_state(0.9)
-    step = ens.make_step(0.9, frozenset(ens.raw0), True, True, 1e8, compile, state.buffers)
+    rule = optim.Rule(name="sgd", momentum=0.9)
+    state = ens.init_state(rule)
+    step = ens.make_step(rule, frozenset(ens.raw0), True, True, 1e8, compile, state.buffers)
     x = data.x.expand(members, *data.x.shape)  # per-member batches, as the Batcher gives them
     y = data.y.expand(members, *data.y.shape)
     lr = ens.hyper["lr"]

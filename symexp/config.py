@@ -267,6 +267,7 @@ class Config:
     references: list[str] = field(default_factory=list)
 
 
+VECTOR_MODELS = ("linear",)  # models whose only weight is a vector (no matrix for rotation to factorise)
 CHOICE_SCHEMAS = {"data": DATA_SCHEMAS, "model": MODEL_SCHEMAS, "symmetry": SYMMETRY_SCHEMAS}
 REFERENCES = ("lasso", "ridge", "spectrum", "dcs", "critical", "lyapunov")
 
@@ -368,6 +369,9 @@ def _check_values(c: dict) -> None:
             raise ConfigError(f"train.{key}: {t[key]} is not allowed; expected an integer >= 1")
     if c["breaking"]["name"] != "none" and c["breaking"]["scale"] < 0:
         raise ConfigError(f"breaking.scale: {c['breaking']['scale']!r}; expected >= 0")
+    if c["symmetry"]["name"] == "rotation" and c["model"]["name"] in VECTOR_MODELS:
+        raise ConfigError(f"symmetry.name: rotation factorises matrix weights; model {c['model']['name']!r} has "
+                          f"a vector; allowed models: {', '.join(m for m in MODEL_SCHEMAS if m not in VECTOR_MODELS)}")
     if c["breaking"]["name"] == "residual" and c["symmetry"]["name"] != "rotation":
         raise ConfigError(f"breaking.name: residual needs symmetry rotation (W = U V), got {c['symmetry']['name']!r}")
     if c["data"]["name"] == "regression":

@@ -103,7 +103,8 @@ def _run_locked(c: dict, device: torch.device, dtype: torch.dtype, out_dir: Path
                       on_eval=lambda step, _: sink.log(step, rows.at(step)))
         theta = ens.effective(state.raw, ens.fixed)
         for kind in c["references"]:
-            refs = theory.reference(kind, data, theta["weight"], [m["gamma"] for m in members], c["metrics"])
+            refs = theory.reference(kind, data, theta["weight"], [m["gamma"] for m in members], c["metrics"],
+                                    lrs=[m["lr"] for m in members], batch_size=c["optim"]["batch_size"])
             for name, v in refs.items():
                 rows.add(state.step, "weight", name, v)
         rows.add(state.step, "", "status/diverged", ~state.alive)

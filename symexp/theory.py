@@ -71,8 +71,14 @@ def spectrum_reference(data, theta: torch.Tensor, gammas: list[float], tau: floa
     return out
 
 
-def reference(kind: str, data, theta: torch.Tensor, gammas: list[float], mcfg: dict) -> dict:
-    """The closed form `kind` (symexp.config.REFERENCES) of the final weight -> {metric name: [M]}."""
+def reference(kind: str, data, theta: torch.Tensor, gammas: list[float], mcfg: dict,
+              lrs: list[float] | None = None, batch_size: int | None = None) -> dict:
+    """The closed form `kind` (symexp.config.REFERENCES) of the final weight -> {metric name: [M]}.
+    `lrs` (per member) and `batch_size` (the job's; None = full batch) feed the SGD-noise forms."""
+    if kind == "critical":
+        return critical_reference(data, theta, gammas)
+    if kind == "lyapunov":
+        return lyapunov_reference(data, gammas, lrs, batch_size)
     if kind == "spectrum":
         return spectrum_reference(data, theta, gammas, mcfg["rank_tau"])
     if kind == "dcs":
@@ -132,3 +138,114 @@ def dcs_reference(data, gammas: list[float], spec: dict) -> dict:
     gamma_star = dcs_threshold(x, y, basis(x.shape[1], spec["k"], spec["seed"]))
     g = torch.tensor(gammas, dtype=torch.float64)
     return {"ref/dcs/threshold": torch.full_like(g, gamma_star), "ref/dcs/exact": (g > gamma_star).double()}
+
+
+# ---------------------------------------------------------------- Theorem 1 on the tanh net (rows T2, T3)
+LYAPUNOV_BATCHES = 20_000  # minibatches drawn to estimate E_B over batches (fixed seed below)
+LYAPUNOV_SEED = 4_000_037
+
+
+def breaking_gamma_star(hess0: torch.Tensor, o: torch.Tensor) -> float:
+    """gamma* = max(0, -1/2 lambda_min(O^T H0 O)) (paper.md 2.2): above it the symmetric point is a local
+    minimum of loss + gamma |theta|^2 along the breaking directions O [p, k]; H0 [p, p] is the data
+    loss's Hessian there."""
+    return max(0.0, -0.5 * float(torch.linalg.eigvalsh(o.T @ hess0 @ o)[0]))
+
+
+def dead_unit_gamma_stars(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """gamma*_i = |E[x r_-i]| per unit of a tanh net theta [h, 1 + d] (x [n, d], y [n]) -> [h].
+
+    r_-i = y - sum_{j != i} u_j tanh(w_j . x) is what the other units leave unexplained. At
+    (u_i, w_i) = 0 unit i's breaking block of the Hessian of mean (f - y)^2 is
+    [[0, -2 E[x r_-i]^T], [-2 E[x r_-i], 0]] with eigenvalues +-2 |E[x r_-i]|, so by
+    `breaking_gamma_star` a dead unit i is locally stable iff gamma > gamma*_i (paper.md 2.3)."""
+    per_unit = torch.tanh(x @ theta[:, 1:].T) * theta[:, 0]  # [n, h]
+    rest = y[:, None] - (per_unit.sum(1, keepdim=True) - per_unit)  # [n, h]: r_-i in column i
+    return torch.linalg.vector_norm(x.T @ rest / x.shape[0], dim=0)
+
+
+def critical_reference(data, theta: torch.Tensor, gammas: list[float]) -> dict:
+    """gamma* of the dead net (|E[x y]|, the same for every member) and each unit's gamma*_i at the final
+    weights theta [M, h, 1 + d] (`dead_unit_gamma_stars`) -> {name: [M]}."""
+    x, y = data.extras["x64"], data.extras["y64"]
+    stars = torch.stack([dead_unit_gamma_stars(x, y, t) for t in theta.detach().double().cpu()])  # [M, h]
+    out = {"ref/critical/gamma_star": torch.full((len(gammas),), data.extras["gamma_star"], dtype=torch.float64)}
+    out.update({f"ref/critical/unit{i}": s for i, s in enumerate(stars.unbind(1))})
+    return out
+
+
+def batch_curvatures(x: torch.Tensor, y: torch.Tensor, batch_size: int | None,
+                     n_batches: int = LYAPUNOV_BATCHES, seed: int = LYAPUNOV_SEED) -> torch.Tensor:
+    """Curvatures h_B [n_batches] of a one-unit tanh net's minibatch loss at its dead point (u, w) = 0.
+
+    Each minibatch Hessian (torch.func.hessian of symexp.models.tanh_net.mse on a uniform random
+    B-subset, as the engine's batches are) is read along v, the eigenvector of the full-batch
+    Hessian's most negative eigenvalue: h_B = v^T H_B v. This is the paper's diagonal approximation
+    (paper.md 2.4); for d = 1 every block [[0, -2 c_B], [-2 c_B, 0]] shares v, so it is exact.
+    batch_size None (full batch) gives the one noiseless curvature."""
+    from torch.func import hessian, vmap
+
+    from symexp.models.tanh_net import mse
+
+    n, p = x.shape[0], 1 + x.shape[1]
+    curvature = hessian(lambda t, xb, yb: mse(t.reshape(1, p), xb, yb))
+    zero = torch.zeros(p, dtype=torch.float64)
+    full = curvature(zero, x, y)
+    v = torch.linalg.eigh(full)[1][:, 0]
+    if batch_size is None:
+        return (v @ full @ v).reshape(1)
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.multinomial(torch.ones(n_batches, n, dtype=torch.float64), batch_size, generator=gen)  # no repeats
+    hess = vmap(curvature, in_dims=(None, 0, 0))(zero, x[idx], y[idx])  # [N, p, p]
+    return hess @ v @ v
+
+
+def lyapunov_exponent(h: torch.Tensor, eta: float, gamma: float = 0.0) -> float:
+    """Lambda = E_B log|1 - eta (h_B + 2 gamma)| (paper.md 2.4): the linearised breaking component
+    s_{t+1} = (1 - eta (h_t + 2 gamma)) s_t goes to 0 in probability iff Lambda < 0."""
+    return float(torch.log((1 - eta * (h + 2 * gamma)).abs()).mean())
+
+
+def eta_star(h: torch.Tensor, gamma: float = 0.0) -> float:
+    """The second-order threshold: expanding Lambda to O(eta^2), collapse iff
+    E[h] + 2 gamma + (eta / 2) E[(h + 2 gamma)^2] > 0, i.e. eta > eta* = -2 (E[h] + 2 gamma) / E[(h + 2 gamma)^2]
+    (= 2 |E h| / E[h^2] at gamma = 0). 0 when the point is already stable in expectation."""
+    shifted = h + 2 * gamma
+    return max(0.0, float(-2 * shifted.mean() / shifted.pow(2).mean()))
+
+
+def lyapunov_window(h: torch.Tensor, gamma: float = 0.0, lo: float = 1e-4, hi: float = 1e2) -> tuple[float, float]:
+    """(eta_lo, eta_hi): the first interval of eta in [lo, hi] where Lambda(eta) < 0, each edge refined by
+    bisection on log eta; (nan, nan) if Lambda never turns negative there. A saddle (E h + 2 gamma < 0)
+    has Lambda > 0 at small eta, so eta_lo is the noise-driven collapse threshold and eta_hi where
+    too large a step destabilises the point again."""
+    grid = np.geomspace(lo, hi, 600)
+    neg = [lyapunov_exponent(h, eta, gamma) < 0 for eta in grid]
+    if not any(neg):
+        return float("nan"), float("nan")
+    first = neg.index(True)
+    last = first + (neg[first:].index(False) if False in neg[first:] else len(grid) - first)
+
+    def edge(a: float, b: float, negative_at_b: bool) -> float:
+        for _ in range(60):
+            mid = float(np.sqrt(a * b))
+            a, b = (a, mid) if (lyapunov_exponent(h, mid, gamma) < 0) == negative_at_b else (mid, b)
+        return float(np.sqrt(a * b))
+
+    eta_lo = grid[0] if first == 0 else edge(grid[first - 1], grid[first], True)
+    eta_hi = grid[-1] if last == len(grid) else edge(grid[last - 1], grid[last], False)
+    return eta_lo, eta_hi
+
+
+def lyapunov_reference(data, gammas: list[float], lrs: list[float], batch_size: int | None) -> dict:
+    """Per member (its lr, gamma and the job's batch size): Lambda at its lr, the window edges and eta*,
+    from the curvatures of the model's own minibatch Hessians at the dead point -> {name: [M]}."""
+    h = batch_curvatures(data.extras["x64"], data.extras["y64"], batch_size)
+    windows = {g: lyapunov_window(h, g) for g in set(gammas)}
+    col = lambda f: torch.tensor([f(lr, g) for lr, g in zip(lrs, gammas)], dtype=torch.float64)  # noqa: E731
+    return {"ref/lyapunov/exponent": col(lambda lr, g: lyapunov_exponent(h, lr, g)),
+            "ref/lyapunov/eta_lo": col(lambda lr, g: windows[g][0]),
+            "ref/lyapunov/eta_hi": col(lambda lr, g: windows[g][1]),
+            "ref/lyapunov/eta_star": col(lambda lr, g: eta_star(h, g)),
+            "ref/lyapunov/mean_h": col(lambda lr, g: float(h.mean())),
+            "ref/lyapunov/mean_h2": col(lambda lr, g: float(h.pow(2).mean()))}

@@ -56,6 +56,8 @@ BAD = [
     (["data.nonzero=1000"], "data.nonzero", "data.dim"),
     (["optim.schedule=linear"], "optim.schedule", "cosine"),
     (["breaking.scale=-1", "breaking=offset"], "breaking.scale", ">= 0"),
+    (["breaking=residual", "symmetry=rescaling"], "breaking.name", "rotation"),
+    (["symmetry=rotation", "model=linear"], "symmetry.name", "matrix"),
 ]
 
 

@@ -1,0 +1,129 @@
+"""results/REPORT.md: one page generated from what a reproduce run left on disk, never hand-edited.
+
+It holds the wall time, the device and software versions, the claim ledger, every figure, and the
+exact configuration of each experiment (its command, its swept axes, and one job's resolved config).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from symexp import plots
+
+PACKAGES = ("torch", "hydra-core", "omegaconf", "numpy", "pandas", "pyarrow", "scikit-learn", "matplotlib", "wandb")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def device_line() -> str:
+    if torch.cuda.is_available():
+        return f"CUDA: {torch.cuda.get_device_name(0)} (torch {torch.version.cuda})"
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
+        platform.processor()
+    return f"CPU: {model}, {os.cpu_count()} logical cores visible, torch threads {torch.get_num_threads()}"
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def md_table(rows: list[list], header: list[str]) -> str:
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def fmt(v) -> str:
+    if isinstance(v, float):
+        return "" if v != v else f"{v:.4g}"
+    return str(v)
+
+
+def claims_section(ledger: pd.DataFrame) -> str:
+    passed = int(ledger.passed.astype(bool).sum())
+    rows = [[r.claim, r.check, fmt(r.measured), fmt(r.threshold), "pass" if r.passed else "**FAIL**", r.statement]
+            for r in ledger.itertuples()]
+    return (f"{passed} of {len(ledger)} checks pass. A failed check is a measured result, reported as is.\n\n"
+            + md_table(rows, ["claim", "check", "measured", "threshold", "result", "what is measured"]))
+
+
+def experiment_section(results: Path, scale: str, exp: str, wall_s: float | None) -> str:
+    sweep = results / "runs" / scale / exp
+    parts = [f"### `{exp}`" + (f" ({wall_s:.0f} s)" if wall_s is not None else "")]
+    multirun = sweep / "multirun.yaml"
+    if multirun.exists():
+        hydra = OmegaConf.load(multirun).hydra
+        overrides = " ".join(hydra.overrides.task)
+        parts.append(f"Command: `python -m symexp.run -m {overrides}`")
+        params = OmegaConf.to_container(hydra.sweeper.params) or {}
+        if params:
+            parts.append("Swept (one job each): " + "; ".join(f"`{k}` ∈ {{{v}}}" for k, v in params.items()))
+    configs = sorted(sweep.rglob("config.yaml"))
+    configs = [c for c in configs if ".hydra" not in c.parts]
+    if configs:
+        parts.append(f"<details><summary>resolved config of one job ({configs[0].parent.name}); the "
+                     f"{len(configs)} jobs differ only in the swept keys</summary>\n\n```yaml\n"
+                     f"{configs[0].read_text().rstrip()}\n```\n</details>")
+    return "\n\n".join(parts)
+
+
+def build(results: Path, scale: str, timings: dict[str, float], total_s: float, command: str,
+          reference: str = "") -> str:
+    results = Path(results)
+    ledger = pd.read_csv(results / "claims.csv")
+    per_exp = md_table([[exp, f"{s:.0f}"] for exp, s in timings.items()], ["experiment", "wall time (s)"])
+    sections = [
+        f"# symexp reproduction report: scale={scale}",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} by `{command}`, from the files under `{results.name}/`. "
+        "Regenerate it; do not edit it.",
+        "## Run\n\n" + md_table([
+            ["wall time, everything", f"{total_s:.0f} s ({total_s / 60:.1f} min)"],
+            ["device", device_line()],
+            ["code", git_commit()],
+            *[[k, v] for k, v in versions().items()]], ["", ""]) + "\n\n" + per_exp,
+        "## Claims (results/claims.csv)\n\n" + claims_section(ledger) + (f"\n\n{reference}" if reference else ""),
+        "## Figures\n\n" + "\n\n".join(
+            f"### {name}\n\n![{name}](figures/{name}.png)" for name in plots.FIGURES
+            if (results / "figures" / f"{name}.png").exists()),
+        "## Configurations\n\n" + "\n\n".join(
+            experiment_section(results, scale, exp, timings.get(exp))
+            for fig in plots.FIGURES.values() for exp in fig.EXPERIMENTS
+            if (results / "runs" / scale / exp).exists()),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def compare_with_reference(ledger: pd.DataFrame, reference: pd.DataFrame) -> tuple[list[str], int]:
+    """Checks whose pass/fail differs from the reference ledger (matched on claim + check), and how
+    many checks were compared."""
+    key = ["claim", "check"]
+    both = ledger.merge(reference, on=key, suffixes=("", "_ref"))
+    differ = both[both.passed.astype(bool) != both.passed_ref.astype(bool)]
+    return [f"{r.claim}/{r.check}: {'pass' if r.passed else 'fail'} here, "
+            f"{'pass' if r.passed_ref else 'fail'} in the reference" for r in differ.itertuples()], len(both)

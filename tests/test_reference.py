@@ -1,0 +1,36 @@
+"""The committed results/reference is what a fresh SCALE=quick run gives: pass/fail of its claims
+is reproduced, and its report was generated (not hand-edited) from a run of the current figures."""
+from __future__ import annotations
+
+import subprocess
+
+import pandas as pd
+
+from conftest import PYTHON, ROOT, cli_env
+from symexp import plots
+from symexp.report import compare_with_reference
+
+REFERENCE = ROOT / "results" / "reference"
+# rerun here: the figure whose quick sweep is cheapest; `make reproduce` compares every claim
+RERUN = "dcs"
+
+
+def test_reference_covers_every_figure_and_claim():
+    ledger = pd.read_csv(REFERENCE / "claims.csv")
+    assert set(ledger.figure) == set(plots.FIGURES), "refresh results/reference with `make reference`"
+    report = (REFERENCE / "REPORT.md").read_text()
+    for name in plots.FIGURES:
+        assert (REFERENCE / "figures" / f"{name}.png").stat().st_size > 10_000
+        assert f"](figures/{name}.png)" in report
+    assert report.count("| pass |") + report.count("| **FAIL** |") == len(ledger)
+
+
+def test_fresh_quick_run_reproduces_reference_pass_fail(tmp_path):
+    r = subprocess.run([PYTHON, "scripts/reproduce.py", "--only", RERUN, "--results", str(tmp_path)],
+                       cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ledger = pd.read_csv(tmp_path / "claims.csv")
+    reference = pd.read_csv(REFERENCE / "claims.csv")
+    differ, compared = compare_with_reference(ledger, reference)
+    assert compared == (reference.figure == RERUN).sum() > 0
+    assert not differ, differ
