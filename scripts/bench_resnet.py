@@ -4,7 +4,7 @@
     python scripts/bench_resnet.py --width 0.125 --batch 32 --steps 3  # a quick CPU run
 
 (a) precision: images/s of one member's batched train step (SGD momentum, coupled L2, BatchNorm
-    statistics updated) in fp32 vs bf16 autocast + channels_last input, and each again under
+    statistics updated) in fp32 vs bf16 autocast with channels_last stored images, and each again under
     torch.compile with --compile (compile time excluded: paid in a warm-up step).
 (b) BatchNorm members: M members as ONE vmapped step with stacked per-member BatchNorm buffers vs
     the same M members run one after another as separate M=1 steps (the "separate jobs" option).
@@ -30,11 +30,13 @@ from symexp.models.resnet import ResNet18
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_step(device, width: float, members: int, batch: int, fast: str, compile: bool, size: int, channels: int):
-    """A ready-to-call engine step on random images and the images it consumes per call."""
-    data = TensorData(torch.randn(batch, channels, size, size, device=device),
+def make_step(device, width: float, members: int, batch: int, bf16: str, compile: bool, size: int, channels: int):
+    """A ready-to-call engine step on random images and the images it consumes per call. The bf16
+    variant also stores the images channels_last, as symexp.data.images does on CUDA."""
+    fmt = torch.channels_last if bf16 == "always" else torch.contiguous_format
+    data = TensorData(torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=fmt),
                       torch.randint(0, 10, (batch,), device=device), "classification")
-    ens = Ensemble(ResNet18(channels, 10, width, fast), "plain", {"name": "none", "scale": 0.0},
+    ens = Ensemble(ResNet18(channels, 10, width, bf16), "plain", {"name": "none", "scale": 0.0},
                    member_table(dict(seeds=list(range(members)), weight_decays=[5e-4], lrs=[0.05], label_noises=[0.0])),
                    "classification", device, torch.float32)
     rule = optim.Rule(name="sgd", momentum=0.9)
@@ -83,17 +85,17 @@ def main() -> None:
     shape = dict(width=args.width, batch=args.batch, size=args.size, channels=args.channels)
     rows = []
 
-    def record(name, members, fast, compile):
-        run, images = make_step(device, args.width, members, args.batch, fast, compile, args.size, args.channels)
+    def record(name, members, bf16, compile):
+        run, images = make_step(device, args.width, members, args.batch, bf16, compile, args.size, args.channels)
         sec, util = timed(run, args.steps, args.repeats, device)
-        rows.append(dict(case=name, members=members, bf16_channels_last=fast, compile=compile,
+        rows.append(dict(case=name, members=members, bf16=bf16, compile=compile,
                          s_per_step=sec, images_per_s=images / sec, cpu_util=util))
         print(f"{name:28s} M={members:<3d} {images / sec:10.1f} img/s  {sec * 1e3:9.1f} ms/step  cpu {util:.2f}", flush=True)
         return sec
 
     for compile in ([False, True] if args.compile else [False]):
-        for fast in ("never", "always"):
-            record(f"precision/{'bf16+cl' if fast == 'always' else 'fp32'}{'+compile' if compile else ''}", 1, fast, compile)
+        for bf16 in ("never", "always"):
+            record(f"precision/{'bf16+cl' if bf16 == 'always' else 'fp32'}{'+compile' if compile else ''}", 1, bf16, compile)
     batched = record("bn/batched_vmap", args.members, "auto", False)
     single = record("bn/one_member", 1, "auto", False)
     separate = args.members * single  # M separate jobs, one after another, do M single-member steps

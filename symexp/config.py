@@ -107,7 +107,7 @@ class MlpModel:
 class ResNetModel:
     name: str = "resnet18"
     width: float = 1.0  # multiplier of the stage widths 64-128-256-512
-    bf16_channels_last: Literal["auto", "always", "never"] = "auto"  # bf16 autocast + channels_last; auto = on CUDA only
+    bf16: Literal["auto", "always", "never"] = "auto"  # bf16 autocast of the forward; auto = on CUDA only
 
 
 @dataclass
@@ -219,6 +219,7 @@ class Constraint:
 class Metrics:
     sparsity_tau: list[float] = field(default_factory=lambda: [1e-3])
     rank_tau: float = 1e-3
+    rank_atol: float = 0.0  # rank metrics count singular values <= this as zero (0 = off; symexp.metrics.rank)
     energy: float = 0.99
     unit_tol: float = 0.1
     dead_tau: float = 0.1
@@ -384,7 +385,7 @@ def _check_values(c: dict) -> None:
             raise ConfigError(f"data.n_train: {d['n_train']} is not allowed; expected >= data.dim ({d['dim']})")
         if d["spectrum"] == "rank" and not 0 < d["rank"] <= d["dim"]:
             raise ConfigError(f"data.rank: {d['rank']} is not allowed; expected 1..data.dim ({d['dim']})")
-    if c["data"]["name"] in ("fashion_mnist", "cifar10"):
+    if c["data"]["name"] in ("fashion_mnist", "cifar10") or c["model"]["name"] in ("mlp", "resnet18"):
         _check_images(c)
     if c["data"]["name"] == "text" or c["model"]["name"] == "transformer":
         _check_text(c)
@@ -427,7 +428,8 @@ def _check_text(c: dict) -> None:
     """Character-level language modelling: text data with the transformer, a readable corpus, valid sizes."""
     d, m = c["data"], c["model"]
     if (d["name"] == "text") != (m["name"] == "transformer"):
-        raise ConfigError(f"model.name: {m['name']!r} with data {d['name']!r}; the transformer and data=text go together")
+        raise ConfigError(f"model.name: {m['name']!r} with data {d['name']!r}; "
+                          f"the transformer and data=text go together")
     if d["path"] is not None and not Path(d["path"]).expanduser().is_file():
         raise ConfigError(f"data.path: {d['path']!r} is not a file; give a UTF-8 text file, or null for the "
                           f"built-in corpus (pydoc_data.topics)")
@@ -443,10 +445,12 @@ def _check_text(c: dict) -> None:
 
 
 def _check_images(c: dict) -> None:
-    """Image classification: the models that read images, no label noise, sane subset sizes."""
+    """Image classification: image data with an image model, no label noise, sane subset sizes."""
     d, model = c["data"], c["model"]["name"]
     if model not in ("mlp", "resnet18"):
         raise ConfigError(f"model.name: {model!r} cannot read images; use mlp or resnet18")
+    if d["name"] not in ("fashion_mnist", "cifar10"):
+        raise ConfigError(f"data.name: model {model} classifies images; use data=fashion_mnist or data=cifar10")
     if any(v > 0 for v in c["ensemble"]["label_noises"]):
         raise ConfigError("ensemble.label_noises: label noise is for regression targets; use [0.0] with image data")
     for key in ("n_train", "n_test", "pad"):

@@ -62,6 +62,7 @@ def run_job(cfg: DictConfig, out_dir: Path, job: str = "default", overrides: lis
     out_dir = Path(out_dir)
     c = validate(cfg)  # fail fast, before touching any file
     device, dtype = pick_device(c["device"]), getattr(torch, c["dtype"])
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # shapes are fixed per job: autotune convolutions once
     with results.job_lock(out_dir) as held:
         if not held:  # the same job of a concurrent sweep: that process finishes it
             print(f"symexp: skip {job}: running in another process ({out_dir})", file=sys.stderr)

@@ -141,7 +141,7 @@ def dcs_reference(data, gammas: list[float], spec: dict) -> dict:
 
 
 # ---------------------------------------------------------------- Theorem 1 on the tanh net (rows T2, T3)
-LYAPUNOV_BATCHES = 20_000  # minibatches drawn to estimate E_B over batches (fixed seed below)
+LYAPUNOV_BATCHES = 20_000  # at least this many minibatches estimate E_B (whole epochs, fixed seed below)
 LYAPUNOV_SEED = 4_000_037
 
 
@@ -178,8 +178,10 @@ def batch_curvatures(x: torch.Tensor, y: torch.Tensor, batch_size: int | None,
                      n_batches: int = LYAPUNOV_BATCHES, seed: int = LYAPUNOV_SEED) -> torch.Tensor:
     """Curvatures h_B [n_batches] of a one-unit tanh net's minibatch loss at its dead point (u, w) = 0.
 
-    Each minibatch Hessian (torch.func.hessian of symexp.models.tanh_net.mse on a uniform random
-    B-subset, as the engine's batches are) is read along v, the eigenvector of the full-batch
+    Batches are drawn as the engine draws them (symexp.train.Batcher): each epoch is a random
+    permutation cut into n // B disjoint batches, so the batches of an epoch average to the full-batch
+    curvature exactly and E_B[h_B] carries no sampling error. Each minibatch Hessian
+    (torch.func.hessian of symexp.models.tanh_net.mse) is read along v, the eigenvector of the full-batch
     Hessian's most negative eigenvalue: h_B = v^T H_B v. This is the paper's diagonal approximation
     (paper.md 2.4); for d = 1 every block [[0, -2 c_B], [-2 c_B, 0]] shares v, so it is exact.
     batch_size None (full batch) gives the one noiseless curvature."""
@@ -195,7 +197,10 @@ def batch_curvatures(x: torch.Tensor, y: torch.Tensor, batch_size: int | None,
     if batch_size is None:
         return (v @ full @ v).reshape(1)
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.multinomial(torch.ones(n_batches, n, dtype=torch.float64), batch_size, generator=gen)  # no repeats
+    per_epoch = n // batch_size
+    epochs = -(-n_batches // per_epoch)
+    idx = torch.cat([torch.randperm(n, generator=gen)[:per_epoch * batch_size].view(per_epoch, batch_size)
+                     for _ in range(epochs)])
     hess = vmap(curvature, in_dims=(None, 0, 0))(zero, x[idx], y[idx])  # [N, p, p]
     return hess @ v @ v
 
@@ -218,7 +223,7 @@ def lyapunov_window(h: torch.Tensor, gamma: float = 0.0, lo: float = 1e-4, hi: f
     """(eta_lo, eta_hi): the first interval of eta in [lo, hi] where Lambda(eta) < 0, each edge refined by
     bisection on log eta; (nan, nan) if Lambda never turns negative there. A saddle (E h + 2 gamma < 0)
     has Lambda > 0 at small eta, so eta_lo is the noise-driven collapse threshold and eta_hi where
-    too large a step destabilises the point again."""
+    too large a step destabilises the point again; a minimum in expectation has eta_lo = lo."""
     grid = np.geomspace(lo, hi, 600)
     neg = [lyapunov_exponent(h, eta, gamma) < 0 for eta in grid]
     if not any(neg):

@@ -73,10 +73,14 @@ def measure(theta: torch.Tensor, families: tuple[str, ...], mcfg: dict) -> dict[
             out[f"sparsity/frac_zero@{tau:g}"] = metrics.frac_zero(theta, tau)
         out["sparsity/l1_l2"] = metrics.l1_l2_ratio(theta)
     if "rank" in families:
-        out[f"rank/tau@{mcfg['rank_tau']:g}"] = metrics.tau_rank(theta, mcfg["rank_tau"])
-        out["rank/erank"] = metrics.erank(theta)
-        out["rank/stable"] = metrics.stable_rank(theta)
-        out[f"rank/energy@{mcfg['energy']:g}"] = metrics.energy_rank(theta, mcfg["energy"])
+        # relative ranks always; with rank_atol > 0 also the floored ones (singular values <= atol
+        # count as zero) under names that say so, so a table never hides which one a number is
+        atol = mcfg.get("rank_atol", 0.0)
+        for a, sfx in ((0.0, ""),) + (((atol, f",atol@{atol:g}"),) if atol > 0 else ()):
+            out[f"rank/tau@{mcfg['rank_tau']:g}{sfx}"] = metrics.tau_rank(theta, mcfg["rank_tau"], a)
+            out[f"rank/erank{sfx}"] = metrics.erank(theta, a)
+            out[f"rank/stable{sfx}"] = metrics.stable_rank(theta, a)
+            out[f"rank/energy@{mcfg['energy']:g}{sfx}"] = metrics.energy_rank(theta, mcfg["energy"], a)
     if "units" in families:  # theta: per-unit vectors [M, h, p] from a model's probe_views (anchors A1)
         out["units/independent"] = metrics.independent_units(theta, mcfg["unit_tol"], mcfg["dead_tau"])
         out["units/dead_frac"] = metrics.dead_fraction(theta, mcfg["dead_tau"])

@@ -23,13 +23,15 @@ def test_every_experiment_composes_and_validates(make_cfg, experiment, scale):
 
 
 # options that validate only beside a partner option of another group
-PARTNERS = {("model", "transformer"): ["data=text"], ("data", "text"): ["model=transformer"]}
+PARTNERS = {("model", "transformer"): ["data=text"], ("data", "text"): ["model=transformer"],
+            ("symmetry", "rotation"): ["model=matrix", "data=lowrank_map"],
+            ("breaking", "residual"): ["symmetry=rotation", "model=matrix", "data=lowrank_map"],
+            ("data", "fashion_mnist"): ["model=mlp"], ("data", "cifar10"): ["model=mlp"],
+            ("model", "mlp"): ["data=fashion_mnist"], ("model", "resnet18"): ["data=fashion_mnist"]}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_every_group_option_composes(make_cfg, group, option):
-    if group == "breaking" and option == "residual":
-        pytest.skip("residual needs symmetry=rotation; composed by its experiment")
     validate(make_cfg(f"{group}={option}", *PARTNERS.get((group, option), [])))
 
 

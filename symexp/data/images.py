@@ -264,7 +264,7 @@ def image_data(cfg: dict, device: torch.device, dtype: torch.dtype):
     from symexp.data import TensorData
 
     raw = load_images(cfg["name"], cfg["root"], cfg["fallback"]).subset(cfg["n_train"], cfg["n_test"])
-    imgs = raw.to(device, dtype)
+    imgs = raw.to(device, dtype, channels_last=device.type == "cuda")  # NHWC for cuDNN's fast convolutions
     augment_cfg = {"pad": cfg["pad"], "flip": cfg["flip"]} if cfg["augment"] else None
     return TensorData(imgs.x_train, imgs.y_train, "classification", imgs.x_test, imgs.y_test,
                       extras={"dataset": raw.name, "classes": raw.classes, "augment": augment_cfg})

@@ -4,6 +4,11 @@
 (see :func:`as_matrix`). Singular values are computed in the input dtype; the arithmetic on
 them is done in float64 and results are returned in the input dtype. A zero matrix gets 0
 for every rank measure (exactly-zero matrices occur in practice, so this must not be NaN).
+
+Every measure but the raw spectrum takes `atol` (default 0: off): singular values <= atol count as
+exactly zero, so a matrix with sigma_1 <= atol is the zero matrix (rank 0). Relative measures are
+blind to scale: a weight that weight decay drove to ~1e-13 but not yet to float zero has a flat noise
+spectrum and reads as high rank, and `atol` says at which size a direction stops mattering.
 """
 import torch
 
@@ -28,24 +33,25 @@ def singular_values(W: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(as_matrix(W))
 
 
-def _relative_spectrum(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _relative_spectrum(W: torch.Tensor, atol: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (σ/σ₁ in float64, mask of non-zero members); σ/σ₁ is all-zero for a zero matrix."""
     s = singular_values(W).double()
+    s = torch.where(s > atol, s, torch.zeros_like(s))
     s1 = s[:, :1]
     nonzero = s1[:, 0] > 0
     # Working relative to σ₁ keeps squares and sums clear of overflow for any finite input.
     return s / torch.where(s1 > 0, s1, torch.ones_like(s1)), nonzero
 
 
-def tau_rank(W: torch.Tensor, tau: float = 1e-3) -> torch.Tensor:
-    """Number of σ_i > tau·σ₁; ``[M, m, n] -> [M]``; 0 for a zero matrix."""
+def tau_rank(W: torch.Tensor, tau: float = 1e-3, atol: float = 0.0) -> torch.Tensor:
+    """Number of σ_i > max(tau·σ₁, atol); ``[M, m, n] -> [M]``; 0 for a zero matrix."""
     s = singular_values(W)
-    return (s > tau * s[:, :1]).sum(dim=1).to(s.dtype)
+    return (s > (tau * s[:, :1]).clamp(min=atol)).sum(dim=1).to(s.dtype)
 
 
-def erank(W: torch.Tensor) -> torch.Tensor:
+def erank(W: torch.Tensor, atol: float = 0.0) -> torch.Tensor:
     """Roy–Vetterli effective rank exp(H(p)), p = σ/Σσ, 0·log0 = 0; ``[M, m, n] -> [M]``; 0 for a zero matrix."""
-    r, nonzero = _relative_spectrum(W)
+    r, nonzero = _relative_spectrum(W, atol)
     total = r.sum(dim=1, keepdim=True)
     p = r / torch.where(total > 0, total, torch.ones_like(total))
     entropy = -torch.special.xlogy(p, p).sum(dim=1)
@@ -53,15 +59,15 @@ def erank(W: torch.Tensor) -> torch.Tensor:
     return out.to(W.dtype)
 
 
-def stable_rank(W: torch.Tensor) -> torch.Tensor:
+def stable_rank(W: torch.Tensor, atol: float = 0.0) -> torch.Tensor:
     """‖W‖²_F / ‖W‖²₂ = Σσ_i²/σ₁²; ``[M, m, n] -> [M]``; 0 for a zero matrix."""
-    r, _ = _relative_spectrum(W)
+    r, _ = _relative_spectrum(W, atol)
     return r.square().sum(dim=1).to(W.dtype)
 
 
-def energy_rank(W: torch.Tensor, energy: float = 0.99) -> torch.Tensor:
+def energy_rank(W: torch.Tensor, energy: float = 0.99, atol: float = 0.0) -> torch.Tensor:
     """Smallest k with Σ_{i≤k} σ_i² ≥ energy·Σσ_i²; ``[M, m, n] -> [M]``; 0 for a zero matrix."""
-    r, nonzero = _relative_spectrum(W)
+    r, nonzero = _relative_spectrum(W, atol)
     e = r.square()
     frac = e.cumsum(dim=1) / torch.where(nonzero, e.sum(dim=1), torch.ones_like(e[:, 0]))[:, None]
     # Slack absorbs SVD error in the input dtype and float64 cumsum round-off, so that e.g. a

@@ -25,7 +25,7 @@ def build_model(cfg: dict, data: TensorData) -> nn.Module:
     builders = {"linear": lambda: Linear(data.x.shape[1], cfg["init_scale"]),
                 "matrix": lambda: Matrix(data.x.shape[1], data.y.shape[1], cfg["init_scale"]),
                 "mlp": lambda: MLP(data.x[0].numel(), cfg["widths"], n_classes, cfg["activation"]),
-                "resnet18": lambda: ResNet18(data.x.shape[1], n_classes, cfg["width"], cfg["bf16_channels_last"]),
+                "resnet18": lambda: ResNet18(data.x.shape[1], n_classes, cfg["width"], cfg["bf16"]),
                 "transformer": lambda: Transformer(len(data.extras["vocab"]), data.x.shape[1], cfg["n_layer"],
                                                    cfg["n_head"], cfg["d_model"], cfg["init_scale"]),
                 "tanh_net": lambda: TanhNet(data.x.shape[1], cfg["width"], cfg["init_scale"], cfg["dead_units"],

@@ -7,8 +7,8 @@ relu -> conv2). Channel i of block b is the unit v_i = [conv1.weight[i], bn1.wei
 conv2.weight[:, i]]; swapping two such units leaves the function unchanged (paper.md 3). The
 residual-stream channels are permuted only jointly across a stage, so they are not probed.
 
-`bf16_channels_last` (auto: on CUDA only) runs the forward under bf16 autocast (convolutions and
-the fc in bf16, BatchNorm in float32) with the input in channels_last memory format; logits come back float32.
+`bf16` (auto: on CUDA only) runs the forward under bf16 autocast (convolutions and the fc in bf16,
+BatchNorm in float32); logits and features come back float32.
 """
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ STAGES = (64, 128, 256, 512)
 
 
 class BatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm on float32 input: under bf16 autocast the vmapped batch_norm rejects a bf16 input with
-    float32 statistics (measured on CPU), and float32 statistics are what airbench keeps too."""
+    """BatchNorm on input in its own parameters' dtype: under bf16 autocast the vmapped batch_norm
+    rejects a bf16 input with float32 statistics (measured on CPU); float32 BatchNorm is what airbench
+    keeps too."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float())
+        return super().forward(x.to(self.weight.dtype))
 
 
 class BasicBlock(nn.Module):
@@ -44,10 +45,10 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    def __init__(self, in_channels: int, n_classes: int, width: float = 1.0, bf16_channels_last: str = "auto"):
+    def __init__(self, in_channels: int, n_classes: int, width: float = 1.0, bf16: str = "auto"):
         super().__init__()
         widths = [max(1, round(c * width)) for c in STAGES]
-        self.bf16_channels_last = bf16_channels_last  # auto | always | never
+        self.bf16 = bf16  # auto | always | never
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = BatchNorm2d(widths[0])
         blocks, c_in = [], widths[0]
@@ -67,13 +68,13 @@ class ResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor, features: bool = False):
         """Logits [N, classes] (float32); with features=True also the penultimate (post-pool) features."""
-        fast = self.bf16_channels_last == "always" or (self.bf16_channels_last == "auto" and x.is_cuda)
-        if fast:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=fast):
+        # channels_last cannot be forced here: inside vmap, clone(memory_format=channels_last) is NYI
+        # (torch 2.13); image data sets are stored channels_last on CUDA instead (symexp.data.images)
+        bf16 = self.bf16 == "always" or (self.bf16 == "auto" and x.is_cuda)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             h = F.relu(self.bn1(self.conv1(x)))
             h = self.layer4(self.layer3(self.layer2(self.layer1(h))))
-            feats = F.adaptive_avg_pool2d(h, 1).flatten(1)
+            feats = h.mean(dim=(2, 3))  # global average pool; adaptive_avg_pool2d hits a slow vmap fallback
             logits = self.linear(feats)
         logits, feats = logits.float(), feats.float()
         return (logits, feats) if features else logits

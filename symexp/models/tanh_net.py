@@ -68,10 +68,9 @@ class TanhNet(nn.Module):
             self.probes["sign_break"] = ("norm",)  # O^T theta of the sign mirror: the dead units' rows
         if twin_pairs:
             self.probes["perm_break"] = ("norm",)  # O^T theta of the permutation mirror: twin differences
-        self.hessian_data = hessian_data is not None
-        if self.hessian_data:
-            self.register_buffer("x_train", hessian_data[0].clone(), persistent=False)
-            self.register_buffer("y_train", hessian_data[1].clone(), persistent=False)
+        # a plain attribute, not a buffer: the engine stacks buffers per member as training state
+        self.hessian_data = hessian_data
+        if hessian_data is not None:
             self.probes["hessian"] = ("norm",)
             for name in ("sign", "perm", "rotated"):
                 self.probes[f"hessian_cross_{name}"] = ("norm",)  # P H (I - P)
@@ -95,14 +94,15 @@ class TanhNet(nn.Module):
         views["sign_break"] = w[:, :self.dead_units]
         pairs = self.dead_units + 2 * torch.arange(self.twin_pairs)
         views["perm_break"] = (w[:, pairs] - w[:, pairs + 1]) / math.sqrt(2)
-        if self.hessian_data:
+        if self.hessian_data is not None:
             views.update(self._hessian_views(w))
         return views
 
     def _hessian_views(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         m, h, row = w.shape
         flat = w.reshape(m, -1)
-        loss = lambda t: mse(t.reshape(h, row), self.x_train, self.y_train)  # noqa: E731
+        x, y = (t.to(w.device, w.dtype) for t in self.hessian_data)
+        loss = lambda t: mse(t.reshape(h, row), x, y)  # noqa: E731
         hess, g = vmap(hessian(loss))(flat), vmap(grad(loss))(flat)  # [M, p, p], [M, p]
         views = {"hessian": hess}
         eye = torch.eye(h * row, dtype=w.dtype, device=w.device)

@@ -40,6 +40,10 @@ def save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-from symexp.plots import dcs, fig1_left, fig1_middle  # noqa: E402
+from symexp.plots import dcs, fig1_left, fig1_middle, fig1_right  # noqa: E402
+from symexp.plots import theory_critical, theory_invariance, theory_noise  # noqa: E402
+from symexp.plots import transformer  # noqa: E402
 
-FIGURES = {"fig1_left": fig1_left, "dcs": dcs, "fig1_middle": fig1_middle}
+FIGURES = {"fig1_left": fig1_left, "dcs": dcs, "fig1_middle": fig1_middle, "fig1_right": fig1_right,
+           "theory_invariance": theory_invariance, "theory_critical": theory_critical, "theory_noise": theory_noise,
+           "transformer": transformer}

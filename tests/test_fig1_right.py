@@ -1,0 +1,86 @@
+"""Figure 1 (right): image data wiring, the MLP's unit probes on constructed cases, a tiny end-to-end
+job with features and correlations, and the figure + C5 claims drawn from its table."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from symexp.config import ConfigError, validate
+from symexp.data import build_data
+from symexp.data.images import DataNotFound
+from symexp.models.mlp import MLP
+from symexp.plots import fig1_right
+from symexp.run import run_job
+from symexp.train import measure
+from tests.test_images import require_fashion_mnist
+
+MCFG = {"unit_tol": 0.1, "dead_tau": 0.1}
+IMAGES = dict(root=None, fallback=None, n_train=256, n_test=64, augment=False, pad=4, flip=True)
+
+
+def test_mlp_units_count_duplicates_once_and_detect_dead():
+    torch.manual_seed(0)
+    mlp = MLP(6, [5], 3, "relu")
+    theta = {k: v.detach().clone()[None] for k, v in mlp.named_parameters()}  # one member
+    w1, b1, w2 = theta["layers.0.weight"], theta["layers.0.bias"], theta["layers.1.weight"]
+    for t in (w1[0], b1[0], w2[0].T):  # views: rows of W1 and b1, columns of W2
+        t[1] = t[0]  # unit 1 duplicates unit 0 exactly
+        t[2] = 1.01 * t[0]  # unit 2 within the tolerance
+        t[4] = 0.0  # unit 4 is dead
+    out = measure(mlp.probe_views(theta)["hidden1"], ("units",), MCFG)
+    assert out["units/independent"].tolist() == [2.0]  # {0, 1, 2} and {3}
+    assert out["units/dead_frac"].tolist() == [pytest.approx(0.2)]
+
+
+def test_fashion_mnist_is_wired_into_build_data():
+    require_fashion_mnist()
+    data = build_data(dict(name="fashion_mnist", **IMAGES), torch.device("cpu"), torch.float32)
+    assert data.task == "classification" and data.x.shape == (256, 1, 28, 28) and data.x_test.shape == (64, 1, 28, 28)
+    assert data.y.dtype == torch.int64 and len(data.extras["classes"]) == 10 and data.extras["augment"] is None
+    assert abs(data.x.mean().item()) < 0.2  # normalised with train-set statistics (of the subset)
+
+
+def test_cifar_missing_falls_back_with_one_message(tmp_path, capsys):
+    cfg = dict(IMAGES, name="cifar10", root=str(tmp_path))
+    with pytest.raises(DataNotFound, match="cifar-10-batches-py"):
+        build_data(cfg, torch.device("cpu"), torch.float32)
+    require_fashion_mnist()
+    data = build_data(dict(cfg, fallback="fashion_mnist"), torch.device("cpu"), torch.float32)
+    assert data.extras["dataset"] == "fashion_mnist" and data.x.shape[1:] == (1, 28, 28)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path) in err and "falling back to fashion_mnist" in err
+
+
+@pytest.mark.parametrize("override, match", [("model=linear", "cannot read images"),
+                                             ("ensemble.label_noises=[0.5]", "label noise"),
+                                             ("data.n_test=0", "data.n_test")])
+def test_bad_image_configs_fail_in_one_line(make_cfg, override, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        validate(make_cfg("experiment=fig1_right", override))
+    assert "\n" not in str(e.value)
+
+
+TINY = ["experiment=fig1_right", "data.n_train=512", "data.n_test=64", "model.widths=[16,16]",
+        "train.steps=8", "train.eval_every=4", "metrics.train_subset=128", "ensemble.seeds=[0]",
+        "ensemble.weight_decays=[0.0,0.03]"]
+
+
+def test_tiny_job_figure_and_claims(make_cfg, tmp_path):
+    require_fashion_mnist()
+    for brk in ("none", "offset"):
+        run_job(make_cfg(*TINY, f"breaking={brk}"), tmp_path / brk, job=f"breaking={brk}",
+                overrides=[f"breaking={brk}"], progress=False)
+    table = pd.concat([pd.read_parquet(tmp_path / b / "metrics.parquet") for b in ("none", "offset")])
+    last = table[table.step == 8]
+    for metric, layer in (("units/independent", "hidden1"), ("units/dead_frac", "hidden2"), ("acc/test", ""),
+                          ("features/near_identical@0.99", "penultimate")):
+        assert len(last[(last.metric == metric) & (last.layer == layer)]) == 4, metric
+    corr = table[table.metric.str.startswith("corr/")]
+    assert set(corr.step) == {8} and len(corr) == 4 * 16 * 15 // 2  # final step only, i < j, every member
+    assert corr.value.abs().max() <= 1.0
+    paths = fig1_right.draw(table, tmp_path / "fig")
+    assert all(p.exists() for p in paths)
+    rows = fig1_right.claims(table)
+    assert {r["check"] for r in rows} >= {"fig1_right/hidden1/drop", "fig1_right/hidden2/broken"}
+    assert all(set(r) == {"claim", "check", "statement", "measured", "threshold", "passed"} for r in rows)
