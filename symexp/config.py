@@ -410,6 +410,9 @@ def _check_tanh(c: dict) -> None:
     if m["dead_units"] + 2 * m["twin_pairs"] > m["width"]:
         raise ConfigError(f"model.width: {m['width']} units cannot hold dead_units {m['dead_units']} + "
                           f"2 x twin_pairs {m['twin_pairs']}")
+    if m["probe_hessian"] and not (m["dead_units"] and m["twin_pairs"]):
+        raise ConfigError("model.probe_hessian: needs dead_units >= 1 and twin_pairs >= 1 (else its mirror "
+                          "projectors are 0 and their cross blocks trivially vanish)")
 
 
 def _check_optim(o: dict) -> None:

@@ -139,6 +139,9 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     if not frames:
         raise CollectError(f"{sweep_dir}: no finished jobs; unfinished: {', '.join(failed)}")
     out = pd.concat(frames, ignore_index=True)
+    for col in out.columns[out.dtypes == object]:  # a key swept over e.g. 8,null or 1,abc: one type for parquet
+        if out[col].dropna().map(type).nunique() > 1:
+            out[col] = out[col].map(lambda v: None if v is None else str(v))
     if out.duplicated(["experiment", "job", "member", "step", "layer", "metric"]).any():
         raise CollectError(f"{sweep_dir}: two job directories claim the same (experiment, job)")
     out.attrs["unfinished"] = failed

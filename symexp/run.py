@@ -52,7 +52,7 @@ def job_columns(c: dict, job: str, overrides: list[str]) -> dict:
         if key in cols or key.startswith("hydra") or "/" in key or key in NOT_COLUMNS:
             continue
         value = OmegaConf.select(OmegaConf.create(c), key)
-        cols[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+        cols[key] = value if value is None or isinstance(value, (int, float, str, bool)) else str(value)
     return cols
 
 

@@ -73,3 +73,14 @@ def test_rescaled_regression_is_the_lasso(make_cfg, tmp_path):
     assert (last["ref/lasso/max_abs_diff"] < 1e-3).all(), last["ref/lasso/max_abs_diff"]
     assert last["sparsity/frac_zero@0.001"].is_monotonic_increasing  # more decay, sparser
     assert last["sparsity/frac_zero@0.001"].iloc[-1] > 0.5
+
+
+def test_collect_a_key_swept_over_mixed_types(make_cfg, tmp_path):
+    """optim.batch_size=8,null: one job's column holds an int, the other's None; the table still writes."""
+    sweep = tmp_path / "sweep"
+    for bs in ("8", "null"):
+        over = f"optim.batch_size={bs}"
+        run_job(make_cfg(*TINY, "optim=sgd", over), sweep / bs, job=over, overrides=[over], progress=False)
+    table = collect(sweep)
+    assert sorted(table["optim.batch_size"].fillna(-1).unique()) == [-1, 8]
+    table.to_parquet(tmp_path / "t.parquet")  # one type per column: parquet accepts it

@@ -93,6 +93,8 @@ def test_config_rejects_a_layout_wider_than_the_net(make_cfg, tmp_path):
         run_job(make_cfg("experiment=theory_invariance", "model.width=2"), tmp_path / "never", progress=False)
     with pytest.raises(ConfigError, match="closed forms of model tanh_net"):
         run_job(make_cfg("experiment=dcs", "references=[critical]"), tmp_path / "never2", progress=False)
+    with pytest.raises(ConfigError, match="probe_hessian: needs"):
+        run_job(make_cfg("experiment=theory_invariance", "model.twin_pairs=0"), tmp_path / "never4", progress=False)
     with pytest.raises(ConfigError, match="xy_norm"):
         run_job(make_cfg("experiment=theory_noise", "data.xy_norm=-1.0"), tmp_path / "never3", progress=False)
 

@@ -78,7 +78,7 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
                      label="max over dead units of γ*ᵢ / γ, γ*ᵢ = ‖E[x r₋ᵢ]‖ at the end")
         axes[2].axvline(1.0, color="k", ls="--", lw=1)
         axes[2].set(xlabel="γ / γ*", ylabel="fraction / ratio", title=f"(c) {int(multi[WIDTH].iloc[0])}-unit net")
-        axes[2].legend(fontsize=7)
+        axes[2].legend(fontsize=7, loc="center right")
     axes[0].legend(fontsize=7)
     fig.suptitle("Critical weight decay of a dead tanh unit, γ* = ‖E[x r]‖ (γ = wd/2; full-batch GD, every seed)")
     return save(fig, out_dir, "theory_critical")
