@@ -82,33 +82,35 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
-    shape = dict(width=args.width, batch=args.batch, size=args.size, channels=args.channels)
-    rows = []
-
-    def record(name, members, bf16, compile):
-        run, images = make_step(device, args.width, members, args.batch, bf16, compile, args.size, args.channels)
-        sec, util = timed(run, args.steps, args.repeats, device)
-        rows.append(dict(case=name, members=members, bf16=bf16, compile=compile,
-                         s_per_step=sec, images_per_s=images / sec, cpu_util=util))
-        print(f"{name:28s} M={members:<3d} {images / sec:10.1f} img/s  {sec * 1e3:9.1f} ms/step  cpu {util:.2f}", flush=True)
-        return sec
-
-    for compile in ([False, True] if args.compile else [False]):
-        for bf16 in ("never", "always"):
-            record(f"precision/{'bf16+cl' if bf16 == 'always' else 'fp32'}{'+compile' if compile else ''}", 1, bf16, compile)
-    batched = record("bn/batched_vmap", args.members, "auto", False)
-    single = record("bn/one_member", 1, "auto", False)
-    separate = args.members * single  # M separate jobs, one after another, do M single-member steps
-    print(f"BatchNorm members: {args.members} batched in one vmapped step {batched * 1e3:.1f} ms vs "
-          f"{args.members} separate steps {separate * 1e3:.1f} ms -> batched/separate = {batched / separate:.2f}")
     name = torch.cuda.get_device_name().replace(" ", "_") if device.type == "cuda" else f"cpu{os.cpu_count()}"
     out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"resnet_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(
-        device=str(device), device_name=name, torch=torch.__version__, platform=platform.platform(),
-        threads=torch.get_num_threads(), shape=shape, steps=args.steps, repeats=args.repeats, rows=rows,
-        bn_members=dict(members=args.members, batched_s_per_step=batched, separate_s_per_step=separate,
-                        batched_over_separate=batched / separate)), indent=2) + "\n")
+    report = dict(device=str(device), device_name=name, torch=torch.__version__, platform=platform.platform(),
+                  threads=torch.get_num_threads(), steps=args.steps, repeats=args.repeats,
+                  shape=dict(width=args.width, batch=args.batch, size=args.size, channels=args.channels), rows=[])
+
+    def record(case, members, bf16, compile):
+        """Time one case; the JSON is rewritten after each, so a run cut short keeps what it measured."""
+        run, images = make_step(device, args.width, members, args.batch, bf16, compile, args.size, args.channels)
+        sec, util = timed(run, args.steps, args.repeats, device)
+        report["rows"].append(dict(case=case, members=members, bf16=bf16, compile=compile,
+                                   s_per_step=sec, images_per_s=images / sec, cpu_util=util))
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"{case:28s} M={members:<3d} {images / sec:10.1f} img/s  {sec * 1e3:9.1f} ms/step  cpu {util:.2f}",
+              flush=True)
+        return sec
+
+    batched = record("bn/batched_vmap", args.members, "auto", False)
+    single = record("bn/one_member", 1, "auto", False)
+    separate = args.members * single  # M separate jobs, one after another, do M single-member steps
+    report["bn_members"] = dict(members=args.members, batched_s_per_step=batched, separate_s_per_step=separate,
+                                batched_over_separate=batched / separate)
+    print(f"BatchNorm members: {args.members} batched in one vmapped step {batched * 1e3:.1f} ms vs "
+          f"{args.members} separate steps {separate * 1e3:.1f} ms -> batched/separate = {batched / separate:.2f}")
+    for compile in ([False, True] if args.compile else [False]):
+        for bf16 in ("never", "always"):
+            record(f"precision/{'bf16+cl' if bf16 == 'always' else 'fp32'}{'+compile' if compile else ''}",
+                   1, bf16, compile)
     print(out)
 
 

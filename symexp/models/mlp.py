@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from symexp.metrics import unit_vectors
+
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
 
@@ -33,8 +35,6 @@ class MLP(nn.Module):
         return (logits, h) if features else logits
 
     def probe_views(self, theta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        from symexp.metrics import unit_vectors
-
         return {name: unit_vectors(theta[f"layers.{i}.weight"], theta[f"layers.{i + 1}.weight"],
                                    theta[f"layers.{i}.bias"])
                 for i, name in enumerate(self.probes)}

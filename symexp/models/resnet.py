@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from symexp.metrics import unit_vectors
+
 STAGES = (64, 128, 256, 512)
 
 
@@ -81,8 +83,6 @@ class ResNet18(nn.Module):
 
     def probe_views(self, theta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-block unit vectors [M, c, p] of the hidden channels (see the module docstring)."""
-        from symexp.metrics import unit_vectors
-
         views = {}
         for layer in self.probes:
             p = f"{layer}."

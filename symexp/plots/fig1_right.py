@@ -85,7 +85,7 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
                 s = u.loc[brk, layer]
                 ax.plot(np.maximum(s.index, wds[1] / 3), s.values, ls=ls, marker="o", ms=3, color=f"C{k}",
                         label=f"{layer}, {label}")
-        ax.set(xscale="log", xlabel=f"weight decay (wd = 0 drawn at {wds[1] / 3:g})", ylabel="independent units",
+        ax.set(xscale="log", xlabel=f"weight decay (wd = 0 drawn at {wds[1] / 3:.0e})", ylabel="independent units",
                title=f"({'d' if exp == MLP else 'e'}) {'MLP 784-128-128-10' if exp == MLP else 'narrow ResNet18'}")
         ax.legend(fontsize=7)
     acc = t[t.metric == "acc/test"].groupby(["experiment", "breaking", "weight_decay"])["value"].mean()
@@ -95,8 +95,8 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
                         color="C0" if exp == MLP else "C3", label=f"{exp}, {STYLES[brk][0]}")
     axes[1, 2].set(xscale="log", xlabel="weight decay", ylabel="test accuracy", title="(f) test accuracy")
     axes[1, 2].legend(fontsize=7)
-    fig.suptitle("Permutation symmetry → homogeneous ensembling: weight decay merges or kills units; "
-                 "a fixed random offset (symmetry broken) does not (Fashion-MNIST, seed mean)")
+    fig.suptitle("Permutation symmetry → homogeneous ensembling: weight decay merges or kills units; a fixed random "
+                 "offset (symmetry broken) does not\n(Fashion-MNIST; heatmaps: first seed; curves: mean over seeds)")
     return save(fig, out_dir, "fig1_right")
 
 
