@@ -178,5 +178,9 @@ def preflight(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    preflight(sys.argv[1:])
-    main()
+    # run the importable copy of this module: launchers (joblib, submitit) then pickle `main` by
+    # reference instead of by value with every global it touches (some, like torch.backends.cudnn, cannot be)
+    from symexp import run
+
+    run.preflight(sys.argv[1:])
+    run.main()

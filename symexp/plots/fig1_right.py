@@ -26,7 +26,10 @@ from symexp.plots import final, save  # noqa: E402
 EXPERIMENTS = ("fig1_right", "fig1_right_resnet")
 MLP, RESNET = EXPERIMENTS
 UNITS = "units/independent"
-MIN_DROP, MAX_BROKEN_DROP = 0.10, 0.02  # C5: symmetric drops >= 10 % by the largest wd; broken <= 2 %
+# C5: symmetric drops >= 10 % by the largest wd; broken <= 2 %. Fixed after the first quick MLP run
+# (before any ResNet run) and not changed since; the ledger says so.
+MIN_DROP, MAX_BROKEN_DROP = 0.10, 0.02
+SET_AFTER = " [threshold fixed after the first quick MLP run, before any ResNet run]"
 STYLES = {"none": ("symmetric", "-"), "offset": ("broken: fixed offset θ + b", "--")}
 
 
@@ -108,14 +111,15 @@ def _checks(u: pd.DataFrame, experiment: str, layer: str) -> list[dict]:
     wd_max = sym.index[-1]
     tag = f"{experiment}/{layer}"
     return [dict(claim="C5", check=f"{tag}/drop",
-                 statement=f"{tag}: relative drop of independent units (seed mean) from wd = 0 to wd = {wd_max:g}",
+                 statement=f"{tag}: relative drop of independent units (seed mean) from wd = 0 to wd = {wd_max:g}"
+                           + SET_AFTER,
                  measured=drop, threshold=MIN_DROP, passed=bool(drop >= MIN_DROP)),
             dict(claim="C5", check=f"{tag}/monotone",
                  statement=f"{tag}: largest increase of independent units between consecutive wd of the grid "
                            "(monotone in the homogeneous direction: <= 0)",
                  measured=rise, threshold=0.0, passed=bool(rise <= 0.0)),
             dict(claim="C5", check=f"{tag}/broken",
-                 statement=f"{tag}: same drop for the offset-broken control (symmetry removed: no effect)",
+                 statement=f"{tag}: same drop for the offset-broken control (symmetry removed: no effect)" + SET_AFTER,
                  measured=broken, threshold=MAX_BROKEN_DROP, passed=bool(broken <= MAX_BROKEN_DROP))]
 
 

@@ -36,8 +36,8 @@ def _members(table: pd.DataFrame) -> pd.DataFrame:
         index=["job", "member", "seed", "gamma"], columns="col", values="value").reset_index()
     wide["ratio"] = (wide["gamma"] / wide[f"weight:{STAR}"]).round(6)
     units = [c for c in wide if c.startswith("unit") and c.endswith(NORM)]
-    wide[WIDTH] = wide[units].notna().sum(1)  # the net's width: one probe per unit
-    wide["dead_frac"] = (wide[units] < DEAD).sum(1) / wide[units].notna().sum(1)
+    wide[WIDTH] = wide[units].notna().sum(axis=1)  # the net's width: one probe per unit
+    wide["dead_frac"] = (wide[units] < DEAD).sum(axis=1) / wide[units].notna().sum(axis=1)
     stars = [f"weight:ref/critical/{c.split(':')[0]}" for c in units]
     dead = wide[units].to_numpy() < DEAD
     wide["dead_star_over_gamma"] = [max([s / g for s, d in zip(row, dmask) if d], default=float("nan"))
