@@ -12,6 +12,7 @@ claims' pass/fail with the committed results/reference/claims.csv.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import subprocess
@@ -20,18 +21,29 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from symexp import cli, plots, report
 from symexp.results import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
 REFERENCE = ROOT / "results" / "reference"
+
+
+def sweep_size(exp: str, scale: str) -> int:
+    """Jobs in the experiment's own sweep (hydra.sweeper.params of its config and its scaled/ layer)."""
+    layers = [CONFIGS / "experiment" / f"{exp}.yaml", CONFIGS / "scaled" / f"{exp}_{scale}.yaml"]
+    cfg = OmegaConf.merge(*[OmegaConf.load(f) for f in layers if f.exists()])
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    return math.prod(len(str(v).split(",")) for v in params.values())
 
 
 def run_experiment(exp: str, scale: str, results: Path, jobs: int, overrides: list[str]) -> bool:
     cmd = [sys.executable, "-m", "symexp.run", "-m", f"experiment={exp}", f"scale={scale}",
            f"paths.results={results}", *overrides]
     env = dict(os.environ)
+    jobs = min(jobs, sweep_size(exp, scale))
     if jobs > 1:  # jobs side by side, one thread each: small models do not scale over threads
         cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
         env["OMP_NUM_THREADS"] = "1"

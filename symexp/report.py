@@ -81,14 +81,15 @@ def experiment_section(results: Path, scale: str, exp: str, wall_s: float | None
         hydra = OmegaConf.load(multirun).hydra
         overrides = " ".join(hydra.overrides.task)
         parts.append(f"Command: `python -m symexp.run -m {overrides}`")
-        params = OmegaConf.to_container(hydra.sweeper.params) or {}
+        params = OmegaConf.to_container(hydra.sweeper.params) if hydra.sweeper.params is not None else {}
         if params:
             parts.append("Swept (one job each): " + "; ".join(f"`{k}` ∈ {{{v}}}" for k, v in params.items()))
     configs = sorted(sweep.rglob("config.yaml"))
     configs = [c for c in configs if ".hydra" not in c.parts]
     if configs:
-        parts.append(f"<details><summary>resolved config of one job ({configs[0].parent.name}); the "
-                     f"{len(configs)} jobs differ only in the swept keys</summary>\n\n```yaml\n"
+        others = f"; the {len(configs)} jobs differ only in the swept keys" if len(configs) > 1 else ""
+        parts.append(f"<details><summary>resolved config of the job {configs[0].parent.name}{others}</summary>"
+                     f"\n\n```yaml\n"
                      f"{configs[0].read_text().rstrip()}\n```\n</details>")
     return "\n\n".join(parts)
 
