@@ -37,6 +37,7 @@ test-fast: .venv/.installed  ## the suite without the `slow` end-to-end tests
 
 bench: .venv/.installed  ## benchmarks; results under results/bench/
 	$(PY) scripts/bench_ensemble.py
+	$(PY) scripts/bench_resnet.py --width 0.0625 --batch 32 --steps 5 --compile
 
 figures: .venv/.installed  ## redraw every figure and the claim ledger from the collected tables
 	$(PY) -m symexp.cli plot all
