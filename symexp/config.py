@@ -148,6 +148,7 @@ class RescalingSymmetry:
 @dataclass
 class RotationSymmetry:
     name: str = "rotation"
+    hidden: Optional[int] = None  # inner width h of W = U V; None = min(out, in)
 
 
 @dataclass
@@ -373,6 +374,12 @@ def _check_values(c: dict) -> None:
     if c["symmetry"]["name"] == "rotation" and c["model"]["name"] in VECTOR_MODELS:
         raise ConfigError(f"symmetry.name: rotation factorises matrix weights; model {c['model']['name']!r} has "
                           f"a vector; allowed models: {', '.join(m for m in MODEL_SCHEMAS if m not in VECTOR_MODELS)}")
+    hidden = c["symmetry"].get("hidden") if c["symmetry"]["name"] == "rotation" else None
+    if hidden is not None and hidden < 1:
+        raise ConfigError(f"symmetry.hidden: {hidden} is not allowed; expected an integer >= 1 or null (min(out, in))")
+    if hidden is not None and c["breaking"]["name"] == "residual" and hidden != c["data"].get("dim", hidden):
+        raise ConfigError(f"symmetry.hidden: {hidden}; breaking=residual (U (V x + x)) needs hidden = data.dim "
+                          f"({c['data']['dim']}) or null")
     if c["breaking"]["name"] == "residual" and c["symmetry"]["name"] != "rotation":
         raise ConfigError(f"breaking.name: residual needs symmetry rotation (W = U V), got {c['symmetry']['name']!r}")
     if c["data"]["name"] == "regression":

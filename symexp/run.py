@@ -57,7 +57,7 @@ def job_columns(c: dict, job: str, overrides: list[str]) -> dict:
 
 
 def run_job(cfg: DictConfig, out_dir: Path, job: str = "default", overrides: list[str] = (),
-            sweep: str = "", progress: bool = True) -> dict:
+            multirun: bool = False, progress: bool = True) -> dict:
     """Run (or skip, or resume) one job in `out_dir`; return its status dict."""
     out_dir = Path(out_dir)
     c = validate(cfg)  # fail fast, before touching any file
@@ -67,11 +67,11 @@ def run_job(cfg: DictConfig, out_dir: Path, job: str = "default", overrides: lis
         if not held:  # the same job of a concurrent sweep: that process finishes it
             print(f"symexp: skip {job}: running in another process ({out_dir})", file=sys.stderr)
             return {"state": "busy", "job": job}
-        return _run_locked(c, device, dtype, out_dir, job, overrides, sweep, progress)
+        return _run_locked(c, device, dtype, out_dir, job, overrides, multirun, progress)
 
 
 def _run_locked(c: dict, device: torch.device, dtype: torch.dtype, out_dir: Path, job: str,
-                overrides: list[str], sweep: str, progress: bool) -> dict:
+                overrides: list[str], multirun: bool, progress: bool) -> dict:
     h = results.config_hash(c)
     old = read_status(out_dir)
     if old and old["state"] in results.COMPLETE:
@@ -85,7 +85,9 @@ def _run_locked(c: dict, device: torch.device, dtype: torch.dtype, out_dir: Path
     write_json(out_dir / "status.json", status)
     sink, exit_code = NullSink(), 1
     try:
-        sink = make_sink(c["logger"], c, group=sweep or c["name"], name=job, job_type=job, out_dir=out_dir, run_id=h)
+        # wandb: one group per sweep (its directory is runs/<scale>/<name>), one run per job
+        group = f"{c['scale']['name']}/{c['name']}" if multirun else f"{c['scale']['name']}/{c['name']}/single"
+        sink = make_sink(c["logger"], c, group=group, name=job, job_type=job, out_dir=out_dir, run_id=h)
         data = build_data(c["data"], device, dtype)
         members = member_table(c["ensemble"])
         ens = Ensemble(build_model(c["model"], data), c["symmetry"], c["breaking"], members,
@@ -141,7 +143,7 @@ def main(cfg: DictConfig) -> None:
     multirun = hc.mode.name == "MULTIRUN"
     out, job = Path(hc.runtime.output_dir), hc.job.override_dirname or "default"
     try:
-        run_job(cfg, out, job=job, overrides=list(hc.overrides.task), sweep=hc.sweep.dir if multirun else "")
+        run_job(cfg, out, job=job, overrides=list(hc.overrides.task), multirun=multirun)
     except ConfigError as e:
         if not multirun:
             print(f"symexp: config error: {e}", file=sys.stderr)

@@ -101,3 +101,16 @@ def test_fig1_middle_job_runs(make_cfg, tmp_path, brk):
     df = pd.read_parquet(out / "metrics.parquet")
     assert {"rank/tau@0.001", "rank/erank", "spectrum/sv0", "spectrum/sv5"} <= set(df.metric)
     assert not {"spectrum/sv6"} & set(df.metric)
+
+
+def test_hidden_width_caps_the_rank(make_cfg, tmp_path):
+    """symmetry.hidden = 2 < d: U [d, 2], V [2, d], so every member's W has rank <= 2 throughout."""
+    run_job(make_cfg(*TINY, "symmetry.hidden=2"), tmp_path, progress=False)
+    w = torch.load(tmp_path / "weights.pt")["weight"]
+    assert w.shape == (2, 6, 6) and (torch.linalg.matrix_rank(w) <= 2).all()
+    df = pd.read_parquet(tmp_path / "metrics.parquet")
+    ranks = df[df.metric == "rank/tau@0.001"].value
+    assert ranks.max() == 2 and len(ranks) == 6  # 2 members x 3 evals
+    for bad, msg in (("symmetry.hidden=0", ">= 1"), ("symmetry.hidden=3", "needs hidden = data.dim")):
+        with pytest.raises(ConfigError, match=msg):
+            validate(make_cfg(*TINY, bad, "breaking=residual"))

@@ -4,6 +4,8 @@ push W to low rank (paper.md 3.2). With L2 gamma on (U, V), at balance the penal
 2 gamma |W|_* (nuclear norm), so decay soft-thresholds the singular values by gamma."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -25,3 +27,20 @@ def factor(base: torch.Tensor, gen: torch.Generator, hidden: int | None = None) 
 def compose(raw: dict[str, torch.Tensor]) -> torch.Tensor:
     """[out, h] @ [h, in] -> [out, in]; stacked [M, ...] factors broadcast to [M, out, in]."""
     return raw["U"] @ raw["V"]
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """The rotation symmetry with an inner width: h < min(out, in) also caps the rank of W at h."""
+
+    hidden: int | None = None
+
+    def factor(self, base: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        return factor(base, gen, self.hidden)
+
+    compose = staticmethod(compose)
+
+
+def configure(spec: dict) -> Rotation:
+    """The rotation symmetry of a `symmetry` config (name: rotation, hidden; symexp.config.RotationSymmetry)."""
+    return Rotation(spec.get("hidden"))
