@@ -172,8 +172,9 @@ SYMMETRY_SCHEMAS: dict[str, type] = {"plain": PlainSymmetry, "rescaling": Rescal
 
 @dataclass
 class Breaking:
-    name: Literal["none", "offset", "residual"] = "none"
-    scale: float = 0.0  # std of the fixed random offset b
+    name: Literal["none", "offset", "mask", "residual"] = "none"
+    scale: float = 0.0  # std of the fixed random offset b (offset) or of the pinned values (mask)
+    mask_frac: float = 0.125  # mask: fraction of each weight row's entries pinned (a different subset per row)
 
 
 # ---------------------------------------------------------------- training
@@ -369,6 +370,9 @@ def _check_values(c: dict) -> None:
     for key in ("steps", "eval_every"):
         if t[key] < 1:
             raise ConfigError(f"train.{key}: {t[key]} is not allowed; expected an integer >= 1")
+    frac = c["breaking"].get("mask_frac", Breaking.mask_frac)
+    if not 0 < frac <= 1:
+        raise ConfigError(f"breaking.mask_frac: {frac!r}; expected 0 < mask_frac <= 1")
     if c["breaking"]["name"] != "none" and c["breaking"]["scale"] < 0:
         raise ConfigError(f"breaking.scale: {c['breaking']['scale']!r}; expected >= 0")
     if c["symmetry"]["name"] == "rotation" and c["model"]["name"] in VECTOR_MODELS:

@@ -18,6 +18,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from symexp import optim
+from symexp.config import Breaking
 from symexp.models import init_member
 from symexp.symmetry import breaking
 from symexp.symmetry import get as get_symmetry
@@ -91,7 +92,8 @@ class Ensemble:
             raw = {f"{name}.{sfx}": t for name, base in bases[seed].items()
                    for sfx, t in self.symmetry.factor(base, gen).items()}
             raws.append(raw)
-            fixeds.append(breaking.offsets(raw, breaking_cfg["name"], breaking_cfg["scale"], gen))
+            fixeds.append(breaking.offsets(raw, breaking_cfg["name"], breaking_cfg["scale"], gen,
+                                           breaking_cfg.get("mask_frac", Breaking.mask_frac)))
         self.raw0 = {k: torch.stack([r[k] for r in raws]) for k in raws[0]}
         self.fixed = {k: torch.stack([f[k] for f in fixeds]) for k in fixeds[0]}
         # module buffers (BatchNorm running statistics) stacked per member; BatchNorm updates them in

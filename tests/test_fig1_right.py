@@ -9,9 +9,12 @@ import torch
 from symexp.config import ConfigError, validate
 from symexp.data import build_data
 from symexp.data.images import DataNotFound
+from symexp.ensemble import Ensemble, member_table
+from symexp.models import build_model
 from symexp.models.mlp import MLP
 from symexp.plots import fig1_right
 from symexp.run import run_job
+from symexp.symmetry import breaking
 from symexp.train import measure
 from tests.test_images import require_fashion_mnist
 
@@ -84,3 +87,31 @@ def test_tiny_job_figure_and_claims(make_cfg, tmp_path):
     rows = fig1_right.claims(table)
     assert {r["check"] for r in rows} >= {"fig1_right/hidden1/drop", "fig1_right/hidden2/broken"}
     assert all(set(r) == {"claim", "check", "statement", "measured", "threshold", "passed"} for r in rows)
+
+
+def test_mask_control_pins_distinct_values_in_every_row(make_cfg, tmp_path):
+    """W-Asym: in each weight matrix ceil(mask_frac * fan_in) entries per row hold fixed values for the
+    whole run (whatever the gradient and the decay do), no two rows alike; biases are not pinned."""
+    raw = {"fc.weight.w": torch.randn(6, 16, dtype=torch.float64), "fc.bias.w": torch.randn(6, dtype=torch.float64)}
+    fixed = breaking.offsets(raw, "mask", 0.05, torch.Generator().manual_seed(0), mask_frac=0.125)
+    pinned = fixed["fc.weight.w" + breaking.PINNED]
+    assert set(fixed) == {"fc.weight.w", "fc.weight.w" + breaking.PINNED}
+    assert pinned.sum(1).tolist() == [2] * 6
+    values = {tuple(fixed["fc.weight.w"][i][pinned[i]].tolist()) for i in range(6)}
+    assert len(values) == 6 and all(v != 0 for row in values for v in row)
+    theta = breaking.shifted(raw, fixed)["fc.weight.w"]
+    assert torch.equal(theta[pinned], fixed["fc.weight.w"][pinned])
+    assert torch.equal(theta[~pinned], raw["fc.weight.w"][~pinned])
+
+    require_fashion_mnist()
+    cfg = make_cfg(*TINY, "breaking=mask", "ensemble.weight_decays=[0.0,0.3]")
+    run_job(cfg, tmp_path / "mask", progress=False)
+    c, cpu = validate(cfg), torch.device("cpu")
+    data = build_data(c["data"], cpu, torch.float32)
+    ens = Ensemble(build_model(c["model"], data), c["symmetry"], c["breaking"], member_table(c["ensemble"]),
+                   data.task, cpu, torch.float32)
+    first = [k for k in ens.raw0 if k + breaking.PINNED in ens.fixed][0]
+    pinned = ens.fixed[first + breaking.PINNED]  # [M, out, in]
+    w0 = ens.effective(ens.raw0, ens.fixed)[first.rsplit(".", 1)[0]]
+    w = torch.load(tmp_path / "mask" / "weights.pt")[first.rsplit(".", 1)[0]]
+    assert torch.equal(w[pinned], w0[pinned]) and not torch.equal(w[~pinned], w0[~pinned])
