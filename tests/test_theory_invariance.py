@@ -108,7 +108,7 @@ def _run(make_cfg, out, name: str, *overrides: str) -> pd.DataFrame:
 def test_invariance_experiment_table_claims_and_figure(make_cfg, tmp_path):
     t = _run(make_cfg, tmp_path / "run", "theory_invariance", "train.steps=60", "train.eval_every=20",
              "ensemble.seeds=[0]")
-    norms = t[t.metric == "norm/l2"].set_index(["layer", "step", "member"])["value"]
+    norms = t[t.metric == "norm/l2"].set_index(["layer", "step", "member"])["value"].sort_index()
     assert norms["sign_break"].max() == 0.0 and norms["perm_break"].max() < 1e-14
     assert (norms.loc["unit3", 60] - norms.loc["unit3", 0]).abs().max() > 1e-3  # the free unit trained
     rows = {r["check"]: r for r in theory_invariance.claims(t)}
