@@ -14,29 +14,17 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
 
 from symexp import optim
+from symexp.bench import min_time
 from symexp.data import build_data
 from symexp.ensemble import Ensemble, member_table
 from symexp.models import build_model
 
 DATA = dict(name="regression", n_train=1000, dim=100, teacher="sparse", nonzero=10, noise=0.5, seed=0)
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(min wall seconds over repeats, CPU utilisation of that best repeat)."""
-    best = None
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if best is None or wall < best[0]:
-            best = (wall, cpu / wall)
-    return best
 
 
 def loop_run(data, members, steps: int) -> None:
@@ -62,7 +50,7 @@ def batched_run(ens: Ensemble, step, steps: int, data) -> None:
 
 def matmul_peak(device: torch.device, repeats: int) -> float:
     a = torch.randn(2048, 2048, device=device)
-    sec, _ = timed(lambda: [a @ a for _ in range(10)], repeats)
+    sec, _ = min_time(lambda: [a @ a for _ in range(10)], repeats)
     return 10 * 2 * 2048**3 / sec / 1e9
 
 
@@ -85,9 +73,9 @@ def main() -> None:
         eager = ens.make_step(optim.Rule(), decayed, False, False, 1e8, compile=False)
         compiled = ens.make_step(optim.Rule(), decayed, False, False, 1e8, compile=True)
         batched_run(ens, compiled, 3, data)  # warm-up: pays the compile
-        loop_s, loop_cpu = timed(lambda: loop_run(data, members, args.steps), args.repeats)
-        eager_s, eager_cpu = timed(lambda: batched_run(ens, eager, args.steps, data), args.repeats)
-        comp_s, comp_cpu = timed(lambda: batched_run(ens, compiled, args.steps, data), args.repeats)
+        loop_s, loop_cpu = min_time(lambda: loop_run(data, members, args.steps), args.repeats)
+        eager_s, eager_cpu = min_time(lambda: batched_run(ens, eager, args.steps, data), args.repeats)
+        comp_s, comp_cpu = min_time(lambda: batched_run(ens, compiled, args.steps, data), args.repeats)
         flops = 4 * 1000 * 100 * M * args.steps  # forward x@w and backward x^T r: 2 x 2nd per member-step
         rows.append(dict(M=M, loop_s=loop_s, loop_cpu=loop_cpu, eager_s=eager_s, eager_cpu=eager_cpu,
                          compiled_s=comp_s, compiled_cpu=comp_cpu, speedup_eager=loop_s / eager_s,

@@ -17,12 +17,12 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
 
 from symexp import optim
+from symexp.bench import min_time
 from symexp.data import TensorData
 from symexp.ensemble import Ensemble, member_table
 from symexp.models.resnet import ResNet18
@@ -56,16 +56,8 @@ def timed(run, steps: int, repeats: int, device) -> tuple[float, float]:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     run()  # warm-up: compile, cudnn.benchmark autotuning, allocator
     sync()
-    best = None
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        for _ in range(steps):
-            run()
-        sync()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if best is None or wall < best[0]:
-            best = (wall / steps, cpu / wall)
-    return best
+    wall, util = min_time(lambda: [run() for _ in range(steps)], repeats, sync)
+    return wall / steps, util
 
 
 def main() -> None:

@@ -270,6 +270,7 @@ class Config:
     references: list[str] = field(default_factory=list)
 
 
+CLASS_TARGET_DATA = ("fashion_mnist", "cifar10", "text")  # integer targets: no additive label noise
 VECTOR_MODELS = ("linear",)  # models whose only weight is a vector (no matrix for rotation to factorise)
 CHOICE_SCHEMAS = {"data": DATA_SCHEMAS, "model": MODEL_SCHEMAS, "symmetry": SYMMETRY_SCHEMAS}
 REFERENCES = ("lasso", "ridge", "spectrum", "dcs", "critical", "lyapunov")
@@ -396,6 +397,9 @@ def _check_values(c: dict) -> None:
             raise ConfigError(f"data.n_train: {d['n_train']} is not allowed; expected >= data.dim ({d['dim']})")
         if d["spectrum"] == "rank" and not 0 < d["rank"] <= d["dim"]:
             raise ConfigError(f"data.rank: {d['rank']} is not allowed; expected 1..data.dim ({d['dim']})")
+    if c["data"]["name"] in CLASS_TARGET_DATA and any(v > 0 for v in c["ensemble"]["label_noises"]):
+        raise ConfigError(f"ensemble.label_noises: label noise is for regression targets; use [0.0] with "
+                          f"data={c['data']['name']}")
     if c["data"]["name"] in ("fashion_mnist", "cifar10") or c["model"]["name"] in ("mlp", "resnet18"):
         _check_images(c)
     if c["data"]["name"] == "text" or c["model"]["name"] == "transformer":
@@ -454,19 +458,15 @@ def _check_text(c: dict) -> None:
     if m["n_layer"] < 1 or m["n_head"] < 1 or m["d_model"] % m["n_head"]:
         raise ConfigError(f"model.n_head: {m['n_head']} must divide model.d_model ({m['d_model']}); "
                           f"n_layer ({m['n_layer']}) and n_head must be >= 1")
-    if any(v > 0 for v in c["ensemble"]["label_noises"]):
-        raise ConfigError("ensemble.label_noises: label noise is for regression targets; use [0.0] with text")
 
 
 def _check_images(c: dict) -> None:
-    """Image classification: image data with an image model, no label noise, sane subset sizes."""
+    """Image classification: image data with an image model, sane subset sizes."""
     d, model = c["data"], c["model"]["name"]
     if model not in ("mlp", "resnet18"):
         raise ConfigError(f"model.name: {model!r} cannot read images; use mlp or resnet18")
     if d["name"] not in ("fashion_mnist", "cifar10"):
         raise ConfigError(f"data.name: model {model} classifies images; use data=fashion_mnist or data=cifar10")
-    if any(v > 0 for v in c["ensemble"]["label_noises"]):
-        raise ConfigError("ensemble.label_noises: label noise is for regression targets; use [0.0] with image data")
     for key in ("n_train", "n_test", "pad"):
         if d[key] is not None and d[key] < (0 if key == "pad" else 1):
             raise ConfigError(f"data.{key}: {d[key]} is not allowed; expected {'>= 0' if key == 'pad' else '>= 1 or null'}")

@@ -153,22 +153,22 @@ def breaking_gamma_star(hess0: torch.Tensor, o: torch.Tensor) -> float:
 
 
 def dead_unit_gamma_stars(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """gamma*_i = |E[x r_-i]| per unit of a tanh net theta [h, 1 + d] (x [n, d], y [n]) -> [h].
+    """gamma*_i = |E[x r_-i]| per unit of a tanh net theta [..., h, 1 + d] (x [n, d], y [n]) -> [..., h].
 
     r_-i = y - sum_{j != i} u_j tanh(w_j . x) is what the other units leave unexplained. At
     (u_i, w_i) = 0 unit i's breaking block of the Hessian of mean (f - y)^2 is
     [[0, -2 E[x r_-i]^T], [-2 E[x r_-i], 0]] with eigenvalues +-2 |E[x r_-i]|, so by
     `breaking_gamma_star` a dead unit i is locally stable iff gamma > gamma*_i (paper.md 2.3)."""
-    per_unit = torch.tanh(x @ theta[:, 1:].T) * theta[:, 0]  # [n, h]
-    rest = y[:, None] - (per_unit.sum(1, keepdim=True) - per_unit)  # [n, h]: r_-i in column i
-    return torch.linalg.vector_norm(x.T @ rest / x.shape[0], dim=0)
+    per_unit = torch.tanh(x @ theta[..., 1:].transpose(-1, -2)) * theta[..., None, :, 0]  # [..., n, h]
+    rest = y[:, None] - (per_unit.sum(-1, keepdim=True) - per_unit)  # [..., n, h]: r_-i in column i
+    return torch.linalg.vector_norm(x.T @ rest / x.shape[0], dim=-2)
 
 
 def critical_reference(data, theta: torch.Tensor, gammas: list[float]) -> dict:
     """gamma* of the dead net (|E[x y]|, the same for every member) and each unit's gamma*_i at the final
     weights theta [M, h, 1 + d] (`dead_unit_gamma_stars`) -> {name: [M]}."""
     x, y = data.extras["x64"], data.extras["y64"]
-    stars = torch.stack([dead_unit_gamma_stars(x, y, t) for t in theta.detach().double().cpu()])  # [M, h]
+    stars = dead_unit_gamma_stars(x, y, theta.detach().double().cpu())  # [M, h]
     out = {"ref/critical/gamma_star": torch.full((len(gammas),), data.extras["gamma_star"], dtype=torch.float64)}
     out.update({f"ref/critical/unit{i}": s for i, s in enumerate(stars.unbind(1))})
     return out

@@ -6,7 +6,7 @@ from tqdm.auto import tqdm
 
 from symexp import metrics, optim
 from symexp.data import TensorData
-from symexp.data.images import augment
+from symexp.data.images import crop_flip, crop_flip_params
 from symexp.ensemble import AUGMENT_STREAM, NOISE_STREAM, ORDER_STREAM, Ensemble, State
 from symexp.metrics.constraint import constraint_norm
 from symexp.results import Rows
@@ -43,8 +43,11 @@ class Batcher:
             idx = self.perm[:, self.pos:self.pos + self.bs]  # [M, B]
             self.pos += self.bs
             x, y = x[idx], y[idx]
-            if self.augment:  # images: each member crops and flips its own batch with its own generator
-                x = torch.stack([augment(xm, g, **self.augment) for xm, g in zip(x, self.aug_gen)])
+            if self.augment:  # images: each member draws its own crops and flips; one gather applies all
+                pad, flip = self.augment["pad"], self.augment["flip"]
+                draws = [crop_flip_params(self.bs, pad, flip, g, x.device) for g in self.aug_gen]
+                dy, dx, flipped = (torch.cat(d) for d in zip(*draws))
+                x = crop_flip(x.flatten(0, 1), dy, dx, flipped, pad).unflatten(0, idx.shape)
         if self.noisy:  # fresh label noise every step: a pure gradient-noise knob (paper.md 2.4)
             shape = y.shape[1:] if self.bs is not None else y.shape  # one member's targets
             eps = torch.stack([torch.randn(shape, generator=g, dtype=torch.float64) for g in self.noise_gen])

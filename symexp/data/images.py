@@ -244,8 +244,13 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: boo
             mode: str = "reflect") -> torch.Tensor:
     """Random crop (after `mode` = "reflect" | "constant" padding) and horizontal flip of a float
     batch x: [B, C, H, W] -> [B, C, H, W]; each image gets its own draw from `generator`."""
+    return crop_flip(x, *crop_flip_params(x.shape[0], pad, flip, generator, x.device), pad, mode)
+
+
+def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flipped: torch.Tensor, pad: int,
+              mode: str = "reflect") -> torch.Tensor:
+    """Apply per-image crop offsets and flips (from `crop_flip_params`) to x [B, C, H, W]: one gather."""
     b, c, h, w = x.shape
-    dy, dx, flipped = crop_flip_params(b, pad, flip, generator, x.device)
     xp = F.pad(x, (pad,) * 4, mode=mode) if pad > 0 else x
     rows = dy[:, None] + torch.arange(h, device=x.device)           # [B, H]
     cols = torch.arange(w, device=x.device).expand(b, w)

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 KEYS = ["experiment", "job", "member"]
@@ -27,6 +28,12 @@ def band(ax, rows: pd.DataFrame, x: str, **style) -> None:
     g = rows.groupby(x)["value"].agg(["mean", "std"]).fillna(0.0)
     line, = ax.plot(g.index, g["mean"], marker="o", ms=3, **style)
     ax.fill_between(g.index, g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(), alpha=0.2, lw=0)
+
+
+def largest_rise(values, default: float = float("nan")) -> float:
+    """Largest increase between consecutive values (<= 0: non-increasing); `default` for fewer than two."""
+    steps = np.diff(np.asarray(values, dtype=float))
+    return float(steps.max()) if len(steps) else default
 
 
 def save(fig, out_dir: Path, name: str) -> list[Path]:

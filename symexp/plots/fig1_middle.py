@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from symexp.plots import KEYS, band, final, save  # noqa: E402
+from symexp.plots import KEYS, band, final, largest_rise, save  # noqa: E402
 
 EXPERIMENTS = ("fig1_middle", "fig1_middle_noise")
 TAU = 1e-3
@@ -104,8 +104,7 @@ def claims(table: pd.DataFrame) -> list[dict]:
     cells = _cells(t[t.experiment == "fig1_middle_noise"])
     gammas = sorted(cells.gamma.unique())
     plain0 = cells[(cells.gamma == 0) & (cells.breaking == "none")].sort_values("noise")
-    steps = np.diff(plain0["mean"].to_numpy())
-    rise = float(steps.max()) if len(steps) else np.nan
+    rise = largest_rise(plain0["mean"])
     drop = float(plain0["mean"].iloc[0] - plain0["mean"].iloc[-1]) if len(plain0) > 1 else np.nan
     keys = ["lr", "batch_size"]
     at = lambda gamma, brk: cells[(cells.gamma == gamma) & (cells.breaking == brk)].set_index(keys)["mean"]  # noqa: E731

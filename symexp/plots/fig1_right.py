@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from scipy.cluster.hierarchy import leaves_list, linkage  # noqa: E402
 from scipy.spatial.distance import squareform  # noqa: E402
 
-from symexp.plots import final, save  # noqa: E402
+from symexp.plots import final, largest_rise, save  # noqa: E402
 
 EXPERIMENTS = ("fig1_right", "fig1_right_resnet")
 MLP, RESNET = EXPERIMENTS
@@ -109,7 +109,7 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
 def _checks(u: pd.DataFrame, experiment: str, layer: str) -> list[dict]:
     sym = u.loc["none", layer]
     drop = 1 - sym.iloc[-1] / sym.iloc[0]
-    rise = float(np.max(np.diff(sym.values))) if len(sym) > 1 else 0.0
+    rise = largest_rise(sym.values, default=0.0)
     wd_max = sym.index[-1]
     tag = f"{experiment}/{layer}"
     rows = [dict(claim="C5", check=f"{tag}/drop",

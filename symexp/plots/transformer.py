@@ -16,10 +16,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from symexp.plots import final, save  # noqa: E402
+from symexp.plots import final, largest_rise, save  # noqa: E402
 
 COUPLED, DECOUPLED = "transformer", "transformer_adamw"
 EXPERIMENTS = (COUPLED, DECOUPLED)
@@ -107,11 +106,6 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     return save(fig, out_dir, "transformer")
 
 
-def _rise(series: dict[str, pd.Series]) -> float:
-    """Largest increase of any layer's curve between consecutive wd values (<= 0: non-increasing)."""
-    return float(max(np.diff(s.sort_index().values).max() for s in series.values()))
-
-
 def _fmt(series: dict[str, pd.Series]) -> str:
     return "; ".join(f"{k}: " + ", ".join(f"{v:.3g}" for v in s.sort_index().values) for k, s in series.items())
 
@@ -120,7 +114,7 @@ def _monotone(t: pd.DataFrame, exp: str, check: str, what: str, curve) -> dict:
     layers = _layers(t)
     series = {layer: curve(t, layer) for layer in layers}
     wds = ", ".join(f"{w:g}" for w in sorted(t.weight_decay.unique()))
-    rise = _rise(series)
+    rise = max(largest_rise(s.sort_index().values) for s in series.values())  # over layers
     info = "" if exp == COUPLED else " [informational: decoupled decay is outside the theory]"
     return dict(claim="C6", check=check,
                 statement=f"{LABELS[exp]}: {what} (mean over {t.seed.nunique()} seed(s); σ ≤ metrics.rank_atol "
