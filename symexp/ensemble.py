@@ -18,10 +18,8 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from symexp import optim
-from symexp.config import Breaking
 from symexp.models import init_member
 from symexp.symmetry import breaking
-from symexp.symmetry import get as get_symmetry
 
 Tensors = dict[str, torch.Tensor]
 MEMBER_KEYS = ("seed", "weight_decay", "lr", "label_noise")
@@ -74,10 +72,11 @@ class State:
 class Ensemble:
     """Stacked members of `model` under a symmetry (and optional breaking control)."""
 
-    def __init__(self, model: nn.Module, symmetry: str | dict, breaking_cfg: dict, members: list[dict],
+    def __init__(self, model: nn.Module, symmetry, breaker, members: list[dict],
                  task: str, device: torch.device, dtype: torch.dtype):
+        """`symmetry` and `breaker` are components (symexp.symmetry, symexp.symmetry.breaking)."""
         self.model = model.to(device, dtype)
-        self.symmetry = get_symmetry(symmetry)
+        self.symmetry = symmetry
         self.members = members
         self.loss = task_loss(task)
         self.device, self.dtype = device, dtype
@@ -92,8 +91,7 @@ class Ensemble:
             raw = {f"{name}.{sfx}": t for name, base in bases[seed].items()
                    for sfx, t in self.symmetry.factor(base, gen).items()}
             raws.append(raw)
-            fixeds.append(breaking.offsets(raw, breaking_cfg["name"], breaking_cfg["scale"], gen,
-                                           breaking_cfg.get("mask_frac", Breaking.mask_frac)))
+            fixeds.append(breaker.offsets(raw, gen))
         self.raw0 = {k: torch.stack([r[k] for r in raws]) for k in raws[0]}
         self.fixed = {k: torch.stack([f[k] for f in fixeds]) for k in fixeds[0]}
         # module buffers (BatchNorm running statistics) stacked per member; BatchNorm updates them in

@@ -16,12 +16,16 @@ so one member equals torch's optimiser to rounding (tests/test_optim.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
+from typing import Annotated, Literal, Optional
 
 import torch
 
+from symexp.components import Component
+from symexp.errors import ConfigError
+from symexp.schema import Count, Positive, Range
+
 Tensors = dict[str, torch.Tensor]
-RULES = ("sgd", "adam", "adamw")
 
 
 def per_member(h: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -79,7 +83,7 @@ def adam_update(params: Tensors, grads: Tensors, state: Tensors, lr: torch.Tenso
 
 @dataclass(frozen=True)
 class Rule:
-    """The update rule named by the `optim` config (symexp.config.Optim): its buffers and its step."""
+    """The update rule of an optimiser component: its buffers and its step."""
 
     name: str = "sgd"  # sgd | adam (both coupled L2) | adamw (decoupled decay)
     momentum: float = 0.0  # sgd only
@@ -96,13 +100,42 @@ class Rule:
         return adam_update(params, grads, state, lr, wd, self.betas, self.eps, self.name == "adamw", decayed)
 
 
-def rule(ocfg: dict) -> Rule:
-    """The Rule of an `optim` config dict; keys it does not list take the Rule defaults."""
-    known = {f.name for f in fields(Rule)}
-    values = {k: tuple(v) if k == "betas" else v for k, v in ocfg.items() if k in known}
-    if values.get("name", "sgd") not in RULES:
-        raise ValueError(f"optim.name: unknown {values['name']!r}; allowed: {', '.join(RULES)}")
-    return Rule(**values)
+@dataclass
+class SGD(Component):
+    """SGD (+ momentum) with coupled L2; `batch_size: null` is full-batch gradient descent."""
+
+    name: Literal["sgd"] = "sgd"
+    momentum: Annotated[float, Range(0, 1, hi_open=True)] = 0.0
+    batch_size: Optional[Count] = None  # null = the whole training set every step
+    schedule: Literal["constant", "cosine"] = "constant"
+
+    def rule(self) -> Rule:
+        return Rule("sgd", momentum=self.momentum)
+
+
+@dataclass
+class Adam(Component):
+    """Adam with coupled L2 (torch.optim.Adam's weight_decay): gamma = wd/2 holds."""
+
+    name: Literal["adam"] = "adam"
+    betas: list[Annotated[float, Range(0, 1, hi_open=True)]] = field(default_factory=lambda: [0.9, 0.999])
+    eps: Positive = 1e-8
+    batch_size: Optional[Count] = 32
+    schedule: Literal["constant", "cosine"] = "constant"
+
+    def check(self, parts, c: dict) -> None:
+        if len(self.betas) != 2:
+            raise ConfigError(f"optim.betas: {self.betas!r}; expected two values in [0, 1)")
+
+    def rule(self) -> Rule:
+        return Rule(self.name, betas=tuple(self.betas), eps=self.eps)
+
+
+@dataclass
+class AdamW(Adam):
+    """AdamW: decoupled decay outside the moments; gamma = wd/2 does not apply."""
+
+    name: Literal["adamw"] = "adamw"
 
 
 def schedule_factor(kind: str, step: int, total: int) -> float:

@@ -9,6 +9,7 @@ rows + status. Everything is written under the job's Hydra output dir, atomicall
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -19,12 +20,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from symexp import results, theory
-from symexp.config import ConfigError, validate
-from symexp.data import build_data
+from symexp import checkpoint, results, theory
+from symexp.config import validate_parts
 from symexp.ensemble import Ensemble, member_table
-from symexp.models import build_model
-from symexp.results import Rows, read_status, write_json, write_parquet, write_text
+from symexp.errors import ConfigError, UserError
+from symexp.results import read_status, write_json, write_parquet, write_text
+from symexp.rows import Rows
 from symexp.train import train
 from symexp.wandb_sink import NullSink, make_sink
 
@@ -60,21 +61,26 @@ def run_job(cfg: DictConfig, out_dir: Path, job: str = "default", overrides: lis
             multirun: bool = False, progress: bool = True) -> dict:
     """Run (or skip, or resume) one job in `out_dir`; return its status dict."""
     out_dir = Path(out_dir)
-    c = validate(cfg)  # fail fast, before touching any file
+    c, parts = validate_parts(cfg)  # fail fast, before touching any file
     device, dtype = pick_device(c["device"]), getattr(torch, c["dtype"])
     torch.backends.cudnn.benchmark = device.type == "cuda"  # shapes are fixed per job: autotune convolutions once
     with results.job_lock(out_dir) as held:
         if not held:  # the same job of a concurrent sweep: that process finishes it
             print(f"symexp: skip {job}: running in another process ({out_dir})", file=sys.stderr)
             return {"state": "busy", "job": job}
-        return _run_locked(c, device, dtype, out_dir, job, overrides, multirun, progress)
+        return _run_locked(c, parts, device, dtype, out_dir, job, overrides, multirun, progress)
 
 
-def _run_locked(c: dict, device: torch.device, dtype: torch.dtype, out_dir: Path, job: str,
+def job_hash(c: dict) -> str:
+    """What identifies a job's numbers: everything but where its results are reported."""
+    return results.config_hash({k: v for k, v in c.items() if k != "report"})
+
+
+def _run_locked(c: dict, parts, device: torch.device, dtype: torch.dtype, out_dir: Path, job: str,
                 overrides: list[str], multirun: bool, progress: bool) -> dict:
-    h = results.config_hash(c)
-    old = read_status(out_dir)
-    if old and old["state"] in results.COMPLETE:
+    h = job_hash(c)
+    old = results.read_complete(out_dir)
+    if old is not None:
         if old["config_hash"] != h:
             raise ConfigError(f"hydra output dir {out_dir} holds finished results of another config; "
                               f"choose another hydra.sweep.dir/hydra.run.dir (nothing was overwritten)")
@@ -83,36 +89,28 @@ def _run_locked(c: dict, device: torch.device, dtype: torch.dtype, out_dir: Path
     status = {"state": "running", "config_hash": h, "job": job, "experiment": c["name"], "started": time.time()}
     write_text(out_dir / "config.yaml", OmegaConf.to_yaml(c))
     write_json(out_dir / "status.json", status)
+    members, columns = member_table(c["ensemble"]), job_columns(c, job, overrides)
     sink, exit_code = NullSink(), 1
     try:
-        # wandb: one group per sweep (its directory is runs/<scale>/<name>), one run per job
-        group = f"{c['scale']['name']}/{c['name']}" if multirun else f"{c['scale']['name']}/{c['name']}/single"
-        sink = make_sink(c["logger"], c, group=group, name=job, job_type=job, out_dir=out_dir, run_id=h)
-        data = build_data(c["data"], device, dtype)
-        members = member_table(c["ensemble"])
-        ens = Ensemble(build_model(c["model"], data), c["symmetry"], c["breaking"], members,
-                       data.task, device, dtype)
-        rows, resume = Rows(), load_checkpoint(out_dir, h)
+        # wandb: one group per sweep (its directory is runs/<scale>/<name>)
+        group = f"{c['scale']['name']}/{c['name']}" + ("" if multirun else "/single")
+        sink = make_sink(c["logger"], c, members, columns, group=group, job=job, out_dir=out_dir, run_id=h)
+        data = parts.data.build(device, dtype)
+        ens = Ensemble(parts.model.build(data), parts.symmetry, parts.breaking, members, data.task, device, dtype)
+        resume = checkpoint.load(out_dir, h)
+        rows = Rows(resume["rows"] if resume else None)
         if resume is not None:  # a killed run of this job: continue from its last checkpoint
-            rows.blocks = resume["rows"]
             status["resumed_from"] = resume["state"].step
             write_json(out_dir / "status.json", status)
-
-        def checkpoint(state, batcher):
-            results.atomic_write(out_dir / "ckpt.pt", lambda p: torch.save(
-                {"hash": h, "state": state, "batcher": batcher.state_dict(), "rows": rows.blocks}, p))
-
-        state = train(ens, data, c, rows, checkpoint, resume, progress=progress,
-                      on_eval=lambda step, _: sink.log(step, rows.at(step)))
+        for ev in train(ens, data, c, parts.optim.rule(), resume, progress=progress):
+            sink.log(ev.step, rows.extend(ev.step, ev.results))
+            if ev.checkpoint:
+                checkpoint.save(out_dir, h, ev.state, ev.batcher.state_dict(), rows.blocks)
+            state = ev.state
         theta = ens.effective(state.raw, ens.fixed)
-        for kind in c["references"]:
-            refs = theory.reference(kind, data, theta["weight"], [m["gamma"] for m in members], c["metrics"],
-                                    lrs=[m["lr"] for m in members], batch_size=c["optim"]["batch_size"])
-            for name, v in refs.items():
-                rows.add(state.step, "weight", name, v)
-        rows.add(state.step, "", "status/diverged", ~state.alive)
-        write_parquet(out_dir / "metrics.parquet", rows.frame(members, job_columns(c, job, overrides)))
-        torch.save({k: v.cpu() for k, v in theta.items()}, out_dir / "weights.pt")
+        sink.log(state.step, rows.extend(state.step, final_results(c, data, theta, members, state)))
+        write_parquet(out_dir / "metrics.parquet", rows.frame(members, columns))
+        checkpoint.save_weights(out_dir / "weights.pt", theta)
         n_div = int((~state.alive).sum())
         status.update(state="diverged" if n_div else "done", members=len(members), diverged=n_div,
                       steps=state.step, device=str(device), wall_s=round(time.time() - status["started"], 2))
@@ -126,15 +124,22 @@ def _run_locked(c: dict, device: torch.device, dtype: torch.dtype, out_dir: Path
         write_json(out_dir / "status.json", status)
         raise
     finally:
-        sink.close(exit_code=exit_code)
+        sink.close(status, exit_code=exit_code)
 
 
-def load_checkpoint(out_dir: Path, h: str) -> dict | None:
-    f = out_dir / "ckpt.pt"
-    if not f.exists():
-        return None
-    ck = torch.load(f, weights_only=False)
-    return ck if ck["hash"] == h else None
+def final_results(c: dict, data, theta: dict, members: list[dict], state) -> list:
+    """The closed-form references of the final weight, and which members diverged."""
+    final = theory.Final(data, theta["weight"] if c["references"] else None, [m["gamma"] for m in members],
+                         [m["lr"] for m in members], c["optim"]["batch_size"], c["metrics"])
+    out = [("weight", name, v) for kind in c["references"]
+           for name, v in theory.REFERENCES[kind].compute(final).items()]
+    return out + [("", "status/diverged", ~state.alive)]
+
+
+def template_model(config: dict) -> torch.nn.Module:
+    """The base module (CPU, float32) a job's config describes, e.g. to read its weights.pt back."""
+    _, parts = validate_parts(OmegaConf.create(config))
+    return parts.model.build(parts.data.build(torch.device("cpu"), torch.float32))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="config")
@@ -144,12 +149,15 @@ def main(cfg: DictConfig) -> None:
     out, job = Path(hc.runtime.output_dir), hc.job.override_dirname or "default"
     try:
         run_job(cfg, out, job=job, overrides=list(hc.overrides.task), multirun=multirun)
-    except ConfigError as e:
+    except UserError as e:
+        what = "config error" if isinstance(e, ConfigError) else "error"
+        if os.environ.get("SYMEXP_DEBUG"):
+            traceback.print_exc()
         if not multirun:
-            print(f"symexp: config error: {e}", file=sys.stderr)
+            print(f"symexp: {what}: {e}", file=sys.stderr)
             raise SystemExit(2) from None
-        record_failure(out, f"ConfigError: {e}\n")
-        print(f"symexp: job {job}: config error: {e}", file=sys.stderr)
+        record_failure(out, f"{type(e).__name__}: {e}\n")
+        print(f"symexp: job {job}: {what}: {e}", file=sys.stderr)
     except Exception as e:
         if not multirun:
             raise
@@ -164,14 +172,27 @@ def record_failure(out: Path, text: str) -> None:
         write_text(out / "error.txt", text)
 
 
+def search_dirs(argv: list[str]) -> list[Path]:
+    """configs/ and every directory of a `hydra.searchpath=[...]` override (file:// or plain paths)."""
+    dirs = [CONFIGS]
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") == "hydra.searchpath":
+            for item in value.strip("[]").split(","):
+                item = item.strip().strip("'\"")
+                if item and not item.startswith("pkg://"):
+                    dirs.append(Path(item.removeprefix("file://")))
+    return dirs
+
+
 def preflight(argv: list[str]) -> None:
     """Reject an unknown config-group option (e.g. symmetry=rotatoin) in one line, before Hydra."""
-    groups = {p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra"}
+    dirs = search_dirs(argv)
     for arg in argv:
         key, sep, value = arg.lstrip("+").partition("=")
-        if not sep or key not in groups or value in ("null", ""):
+        if not sep or not (CONFIGS / key).is_dir() or key == "hydra" or value in ("null", ""):
             continue
-        options = sorted(p.stem for p in (CONFIGS / key).glob("*.yaml"))
+        options = sorted({p.stem for d in dirs for p in (d / key).glob("*.yaml")})
         for v in value.split(","):
             if v not in options:
                 print(f"symexp: config error: {key}={v}: unknown option; allowed: {', '.join(options)}",

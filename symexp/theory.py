@@ -8,11 +8,17 @@ wd (loss + wd/2 |raw|^2), gamma = wd/2.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso
+
+from symexp.components import Parts
+from symexp.data import TensorData
+from symexp.errors import ConfigError
 
 
 def lasso(x: np.ndarray, y: np.ndarray, gamma: float) -> np.ndarray:
@@ -41,7 +47,7 @@ def support_mismatch(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tens
 def regression_reference(kind: str, data, theta: torch.Tensor, gammas: list[float], taus: list[float]) -> dict:
     """Metrics of the final weights `[M, d]` against the closed form `kind` (lasso | ridge) -> {name: [M]}."""
     solve = {"lasso": lasso, "ridge": ridge}[kind]
-    x, y = data.extras["x64"].numpy(), data.extras["y64"].numpy()
+    x, y = data.truth.x64.numpy(), data.truth.y64.numpy()
     cache = {g: solve(x, y, g) for g in sorted(set(gammas))}
     ref = torch.tensor(np.stack([cache[g] for g in gammas]))
     theta = theta.detach().double().cpu()
@@ -60,7 +66,7 @@ def spectrum_reference(data, theta: torch.Tensor, gammas: list[float], tau: floa
     data=lowrank_map (whitened sample, squared error summed over outputs; symexp.data.synthetic).
     Errors are absolute and relative to sigma_1(M_hat); ranks count sigma_i > tau * sigma_1.
     """
-    target = data.extras["target_sv"]  # [k] singular values of the least-squares map, descending
+    target = data.truth.target_sv  # [k] singular values of the least-squares map, descending
     ref = (target[None, :] - torch.tensor(gammas, dtype=torch.float64)[:, None]).clamp_min(0.0)  # [M, k]
     sv = torch.linalg.svdvals(theta.detach().double().cpu())  # [M, k]
     diff = (sv - ref).abs().amax(1)
@@ -69,21 +75,6 @@ def spectrum_reference(data, theta: torch.Tensor, gammas: list[float], tau: floa
     out["ref/spectrum/max_rel_diff"] = diff / target[0]
     out[f"ref/spectrum/rank@{tau:g}"] = (ref > tau * ref[:, :1]).sum(1).double()
     return out
-
-
-def reference(kind: str, data, theta: torch.Tensor, gammas: list[float], mcfg: dict,
-              lrs: list[float] | None = None, batch_size: int | None = None) -> dict:
-    """The closed form `kind` (symexp.config.REFERENCES) of the final weight -> {metric name: [M]}.
-    `lrs` (per member) and `batch_size` (the job's; None = full batch) feed the SGD-noise forms."""
-    if kind == "critical":
-        return critical_reference(data, theta, gammas)
-    if kind == "lyapunov":
-        return lyapunov_reference(data, gammas, lrs, batch_size)
-    if kind == "spectrum":
-        return spectrum_reference(data, theta, gammas, mcfg["rank_tau"])
-    if kind == "dcs":
-        return dcs_reference(data, gammas, mcfg["constraint"])
-    return regression_reference(kind, data, theta, gammas, mcfg["sparsity_tau"])
 
 
 def dcs_threshold(x: torch.Tensor, y: torch.Tensor, o: torch.Tensor) -> float:
@@ -134,7 +125,7 @@ def dcs_reference(data, gammas: list[float], spec: dict) -> dict:
     O is the `metrics.constraint` basis (k, seed) of the weight's size (symexp.symmetry.dcs.basis)."""
     from symexp.symmetry.dcs import basis
 
-    x, y = data.extras["x64"], data.extras["y64"]
+    x, y = data.truth.x64, data.truth.y64
     gamma_star = dcs_threshold(x, y, basis(x.shape[1], spec["k"], spec["seed"]))
     g = torch.tensor(gammas, dtype=torch.float64)
     return {"ref/dcs/threshold": torch.full_like(g, gamma_star), "ref/dcs/exact": (g > gamma_star).double()}
@@ -167,9 +158,9 @@ def dead_unit_gamma_stars(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor)
 def critical_reference(data, theta: torch.Tensor, gammas: list[float]) -> dict:
     """gamma* of the dead net (|E[x y]|, the same for every member) and each unit's gamma*_i at the final
     weights theta [M, h, 1 + d] (`dead_unit_gamma_stars`) -> {name: [M]}."""
-    x, y = data.extras["x64"], data.extras["y64"]
+    x, y = data.truth.x64, data.truth.y64
     stars = dead_unit_gamma_stars(x, y, theta.detach().double().cpu())  # [M, h]
-    out = {"ref/critical/gamma_star": torch.full((len(gammas),), data.extras["gamma_star"], dtype=torch.float64)}
+    out = {"ref/critical/gamma_star": torch.full((len(gammas),), data.truth.gamma_star, dtype=torch.float64)}
     out.update({f"ref/critical/unit{i}": s for i, s in enumerate(stars.unbind(1))})
     return out
 
@@ -245,7 +236,7 @@ def lyapunov_window(h: torch.Tensor, gamma: float = 0.0, lo: float = 1e-4, hi: f
 def lyapunov_reference(data, gammas: list[float], lrs: list[float], batch_size: int | None) -> dict:
     """Per member (its lr, gamma and the job's batch size): Lambda at its lr, the window edges and eta*,
     from the curvatures of the model's own minibatch Hessians at the dead point -> {name: [M]}."""
-    h = batch_curvatures(data.extras["x64"], data.extras["y64"], batch_size)
+    h = batch_curvatures(data.truth.x64, data.truth.y64, batch_size)
     windows = {g: lyapunov_window(h, g) for g in set(gammas)}
     col = lambda f: torch.tensor([f(lr, g) for lr, g in zip(lrs, gammas)], dtype=torch.float64)  # noqa: E731
     return {"ref/lyapunov/exponent": col(lambda lr, g: lyapunov_exponent(h, lr, g)),
@@ -254,3 +245,55 @@ def lyapunov_reference(data, gammas: list[float], lrs: list[float], batch_size: 
             "ref/lyapunov/eta_star": col(lambda lr, g: eta_star(h, g)),
             "ref/lyapunov/mean_h": col(lambda lr, g: float(h.mean())),
             "ref/lyapunov/mean_h2": col(lambda lr, g: float(h.pow(2).mean()))}
+
+
+@dataclass(frozen=True)
+class Final:
+    """What a reference reads at the end of a job."""
+
+    data: TensorData
+    theta: torch.Tensor  # the final effective weight, [M, ...]
+    gammas: list[float]  # per member
+    lrs: list[float]  # per member
+    batch_size: int | None  # the job's (None = full batch)
+    metrics: dict  # the `metrics` config (thresholds)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A closed form checked at the end of a job: `compute(final) -> {metric name: [M]}`; `fits(parts)`
+    says whether the job's components carry what it needs (`needs`, for the one-line error)."""
+
+    compute: Callable[[Final], dict]
+    fits: Callable[[Parts], bool]
+    needs: str
+
+    def check(self, parts: Parts, c: dict) -> None:
+        if not self.fits(parts):
+            name = next(k for k, v in REFERENCES.items() if v is self)
+            raise ConfigError(f"references: {name} needs {self.needs}; this job has data={parts.data.name}, "
+                              f"model={parts.model.name}")
+
+
+def _kind(kind: str) -> Callable[[Parts], bool]:
+    return lambda parts: getattr(parts.data, "kind", None) == kind
+
+
+def _tanh_net(parts: Parts) -> bool:
+    return getattr(parts.model, "name", None) == "tanh_net" and _kind("vector")(parts)
+
+
+REFERENCES: dict[str, Reference] = {
+    "lasso": Reference(lambda f: regression_reference("lasso", f.data, f.theta, f.gammas, f.metrics["sparsity_tau"]),
+                       _kind("vector"), "synthetic vector regression data (data=regression)"),
+    "ridge": Reference(lambda f: regression_reference("ridge", f.data, f.theta, f.gammas, f.metrics["sparsity_tau"]),
+                       _kind("vector"), "synthetic vector regression data (data=regression)"),
+    "spectrum": Reference(lambda f: spectrum_reference(f.data, f.theta, f.gammas, f.metrics["rank_tau"]),
+                          _kind("matrix"), "a synthetic linear map (data=lowrank_map)"),
+    "dcs": Reference(lambda f: dcs_reference(f.data, f.gammas, f.metrics["constraint"]),
+                     _kind("vector"), "synthetic vector regression data (data=regression)"),
+    "critical": Reference(lambda f: critical_reference(f.data, f.theta, f.gammas), _tanh_net,
+                          "model tanh_net on data=tanh_teacher"),
+    "lyapunov": Reference(lambda f: lyapunov_reference(f.data, f.gammas, f.lrs, f.batch_size), _tanh_net,
+                          "model tanh_net on data=tanh_teacher"),
+}

@@ -2,9 +2,61 @@
 linear map with a known spectrum (Figure 1, middle)."""
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import Annotated, Literal
+
 import torch
 
-from symexp.data import TensorData
+from symexp.components import DataSet
+from symexp.data import TensorData, Truth
+from symexp.errors import ConfigError
+from symexp.schema import Count, NonNeg, Positive, Range
+
+
+@dataclass
+class Regression(DataSet):
+    """Linear regression y = x . w_teacher + noise (Figure 1, left)."""
+
+    name: Literal["regression"] = "regression"
+    n_train: Count = 1000  # samples
+    dim: Count = 100  # input dimension d
+    teacher: Literal["sparse", "dense"] = "sparse"
+    nonzero: Count = 10  # nonzero teacher coordinates (teacher=sparse)
+    noise: NonNeg = 0.5  # std of the fixed label noise of the data set
+    seed: int = 0  # data seed, shared by all members
+    kind = "vector"
+
+    def check(self, parts, c: dict) -> None:
+        if self.teacher == "sparse" and self.nonzero > self.dim:
+            raise ConfigError(f"data.nonzero: {self.nonzero} is not allowed; expected 1..data.dim ({self.dim})")
+
+    def build(self, device: torch.device, dtype: torch.dtype) -> TensorData:
+        return regression(asdict(self), device, dtype)
+
+
+@dataclass
+class LowRankMap(DataSet):
+    """y = M x + noise with a known spectrum (Figure 1, middle)."""
+
+    name: Literal["lowrank_map"] = "lowrank_map"
+    n_train: Count = 1000  # samples (>= dim: the sample is whitened exactly)
+    dim: Count = 20  # input = output dimension d
+    spectrum: Literal["decay", "rank"] = "decay"  # s_i = top * decay^i, or that cut to 0 beyond `rank`
+    top: Positive = 2.0  # largest singular value of M
+    decay: Annotated[float, Range(0, 1, lo_open=True)] = 0.7  # ratio of consecutive singular values
+    rank: Count = 5  # rank of M (spectrum=rank)
+    noise: NonNeg = 0.0  # std of the fixed label noise of the data set
+    seed: int = 0  # data seed, shared by all members
+    kind = "matrix"
+
+    def check(self, parts, c: dict) -> None:
+        if self.n_train < self.dim:
+            raise ConfigError(f"data.n_train: {self.n_train} is not allowed; expected >= data.dim ({self.dim})")
+        if self.spectrum == "rank" and self.rank > self.dim:
+            raise ConfigError(f"data.rank: {self.rank} is not allowed; expected 1..data.dim ({self.dim})")
+
+    def build(self, device: torch.device, dtype: torch.dtype) -> TensorData:
+        return lowrank_map(asdict(self), device, dtype)
 
 
 def regression(cfg: dict, device: torch.device, dtype: torch.dtype) -> TensorData:
@@ -23,7 +75,7 @@ def regression(cfg: dict, device: torch.device, dtype: torch.dtype) -> TensorDat
     y = x @ teacher + cfg["noise"] * torch.randn(n, generator=g, dtype=torch.float64)
     return TensorData(
         x=x.to(device, dtype), y=y.to(device, dtype), task="regression",
-        extras={"teacher": teacher, "x64": x, "y64": y},
+        truth=Truth(x64=x, y64=y, teacher=teacher),
     )
 
 
@@ -55,6 +107,5 @@ def lowrank_map(cfg: dict, device: torch.device, dtype: torch.dtype) -> TensorDa
     x, y = x * d ** 0.5, y * d ** 0.5
     return TensorData(
         x=x.to(device, dtype), y=y.to(device, dtype), task="regression",
-        extras={"teacher": m, "teacher_sv": s, "target": m_hat, "target_sv": torch.linalg.svdvals(m_hat),
-                "x64": x, "y64": y},
+        truth=Truth(x64=x, y64=y, teacher=m, teacher_sv=s, target=m_hat, target_sv=torch.linalg.svdvals(m_hat)),
     )

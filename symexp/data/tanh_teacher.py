@@ -8,9 +8,29 @@ each sample's curvature -2 x y is.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
 import torch
 
-from symexp.data import TensorData
+from symexp.components import DataSet
+from symexp.data import TensorData, Truth
+from symexp.schema import Count, NonNeg, Positive
+
+
+@dataclass
+class TanhTeacher(DataSet):
+    name: Literal["tanh_teacher"] = "tanh_teacher"
+    n_train: Count = 512  # samples
+    dim: Count = 5  # input dimension d
+    width: Count = 2  # teacher hidden units: y = sum_j a_j tanh(b_j . x) + noise
+    noise: NonNeg = 0.1  # std of the fixed label noise (before the xy_norm rescaling)
+    xy_norm: Optional[Positive] = None  # rescale y so |E[x y]| = this = gamma* of the dead net; null = as drawn
+    seed: int = 0  # data seed, shared by all members
+    kind = "vector"
+
+    def build(self, device: torch.device, dtype: torch.dtype) -> TensorData:
+        return tanh_teacher(asdict(self), device, dtype)
 
 
 def tanh_teacher(cfg: dict, device: torch.device, dtype: torch.dtype) -> TensorData:
@@ -25,5 +45,5 @@ def tanh_teacher(cfg: dict, device: torch.device, dtype: torch.dtype) -> TensorD
         y = y * cfg["xy_norm"] / torch.linalg.vector_norm(x.T @ y / n)
     return TensorData(
         x=x.to(device, dtype), y=y.to(device, dtype), task="regression",
-        extras={"x64": x, "y64": y, "gamma_star": float(torch.linalg.vector_norm(x.T @ y / n))},
+        truth=Truth(x64=x, y64=y, gamma_star=float(torch.linalg.vector_norm(x.T @ y / n))),
     )

@@ -1,8 +1,24 @@
 """f(x) = x . theta, the linear regression of Figure 1 (left)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import nn
+
+from symexp.components import Model
+from symexp.schema import Positive
+
+
+@dataclass
+class LinearConfig(Model):
+    name: Literal["linear"] = "linear"
+    init_scale: Positive = 0.1  # std of each raw parameter at init
+    reads = ("vector",)
+
+    def build(self, data) -> nn.Module:
+        return Linear(data.x.shape[1], self.init_scale)
 
 
 class Linear(nn.Module):

@@ -1,8 +1,25 @@
 """f(x) = W x, W in R^{out x in}: the linear map of Figure 1 (middle), factorised by symmetry=rotation."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import nn
+
+from symexp.components import Model
+from symexp.schema import Positive
+
+
+@dataclass
+class MatrixConfig(Model):
+    name: Literal["matrix"] = "matrix"
+    init_scale: Positive = 0.1  # std of each entry of the effective W at init
+    reads = ("matrix",)
+    matrix_only = True
+
+    def build(self, data) -> nn.Module:
+        return Matrix(data.x.shape[1], data.y.shape[1], self.init_scale)
 
 
 class Matrix(nn.Module):

@@ -6,12 +6,28 @@ v_i = v_j is a homogeneous ensemble (paper.md 3). Each hidden layer is probed as
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
 import torch
 from torch import nn
 
+from symexp.components import Model
 from symexp.metrics import unit_vectors
+from symexp.schema import Count
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
+
+
+@dataclass
+class MLPConfig(Model):
+    name: Literal["mlp"] = "mlp"
+    widths: list[Count] = field(default_factory=lambda: [128, 128])  # hidden layer widths
+    activation: Literal["relu", "tanh"] = "relu"
+    reads = ("images",)
+
+    def build(self, data) -> nn.Module:
+        return MLP(data.x[0].numel(), self.widths, len(data.classes), self.activation)
 
 
 class MLP(nn.Module):

@@ -12,13 +12,29 @@ BatchNorm in float32); logits and features come back float32.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from symexp.components import Model
 from symexp.metrics import unit_vectors
+from symexp.schema import Positive
 
 STAGES = (64, 128, 256, 512)
+
+
+@dataclass
+class ResNetConfig(Model):
+    name: Literal["resnet18"] = "resnet18"
+    width: Positive = 1.0  # multiplier of the stage widths 64-128-256-512
+    bf16: Literal["auto", "always", "never"] = "auto"  # bf16 autocast of the forward; auto = on CUDA only
+    reads = ("images",)
+
+    def build(self, data) -> nn.Module:
+        return ResNet18(data.x.shape[1], len(data.classes), self.width, self.bf16)
 
 
 class BatchNorm2d(nn.BatchNorm2d):

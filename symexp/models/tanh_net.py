@@ -17,10 +17,16 @@ statement about the loss, so the probe needs the data the loss is taken over.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.func import grad, hessian, vmap
+
+from symexp.components import Model
+from symexp.errors import ConfigError
+from symexp.schema import Count, NonNegInt, Positive
 
 ROTATION_SEED = 12_345  # the random basis whose cross block shows that H is not block-diagonal in general
 
@@ -53,6 +59,30 @@ def mirror_projectors(width: int, dim: int, dead_units: int, twin_pairs: int,
     gen = torch.Generator().manual_seed(ROTATION_SEED)
     q = torch.linalg.qr(torch.randn(p, p, generator=gen, dtype=torch.float64))[0].to(dtype)
     return {"sign": sign, "perm": perm, "rotated": q @ sign @ q.T}
+
+
+@dataclass
+class TanhNetConfig(Model):
+    name: Literal["tanh_net"] = "tanh_net"
+    width: Count = 4  # hidden units h of f(x) = sum_i u_i tanh(w_i . x)
+    init_scale: Positive = 0.5  # std of each u_i and w_i entry at init
+    dead_units: NonNegInt = 0  # units 0..dead_units-1 start at (u, w) = 0: the sign mirror's symmetric point
+    twin_pairs: NonNegInt = 0  # the next pairs of units start identical: the permutation mirror's symmetric point
+    probe_hessian: bool = False  # measure the full-batch loss Hessian and its mirror cross blocks every eval
+    reads = ("vector",)
+    matrix_only = True  # one parameter, weight [h, 1 + d]
+
+    def check(self, parts, c: dict) -> None:
+        if self.dead_units + 2 * self.twin_pairs > self.width:
+            raise ConfigError(f"model.width: {self.width} units cannot hold dead_units {self.dead_units} + "
+                              f"2 x twin_pairs {self.twin_pairs}")
+        if self.probe_hessian and not (self.dead_units and self.twin_pairs):
+            raise ConfigError("model.probe_hessian: needs dead_units >= 1 and twin_pairs >= 1 (else its mirror "
+                              "projectors are 0 and their cross blocks trivially vanish)")
+
+    def build(self, data) -> nn.Module:
+        return TanhNet(data.x.shape[1], self.width, self.init_scale, self.dead_units, self.twin_pairs,
+                       (data.x, data.y) if self.probe_hessian else None)
 
 
 class TanhNet(nn.Module):

@@ -14,10 +14,33 @@ heads: the layer's W_Q^T W_K and W_O W_V) and W_Q, W_K alone to the rank metrics
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from symexp.components import Model
+from symexp.errors import ConfigError
+from symexp.schema import Count, Positive
+
+
+@dataclass
+class TransformerConfig(Model):
+    name: Literal["transformer"] = "transformer"
+    n_layer: Count = 2  # pre-LayerNorm blocks
+    n_head: Count = 4  # attention heads per block (d_model must be a multiple)
+    d_model: Count = 64  # residual stream width
+    init_scale: Positive = 0.02  # std of weights at init (nanoGPT); residual projections / sqrt(2 n_layer)
+    reads = ("tokens",)
+
+    def check(self, parts, c: dict) -> None:
+        if self.d_model % self.n_head:
+            raise ConfigError(f"model.n_head: {self.n_head} must divide model.d_model ({self.d_model})")
+
+    def build(self, data) -> nn.Module:
+        return Transformer(len(data.vocab), data.x.shape[1], self.n_layer, self.n_head, self.d_model, self.init_scale)
 
 
 class CausalSelfAttention(nn.Module):

@@ -14,19 +14,46 @@ not to a rank-deficient point (paper.md, Figure 1 middle, residual control note)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 
-KINDS = ("none", "offset", "mask", "residual")
+from symexp.components import Component
+from symexp.errors import ConfigError
+from symexp.schema import NonNeg, Range
+
 PINNED = ":pinned"  # fixed[k + PINNED] is the bool mask of raw[k]'s pinned entries; fixed[k] their values
+Tensors = dict[str, torch.Tensor]
 
 
-def offsets(raw: dict[str, torch.Tensor], kind: str, scale: float, gen: torch.Generator,
-            mask_frac: float = 0.125) -> dict[str, torch.Tensor]:
-    """Fixed offsets (or pinned entries) for one member's raw factors (empty when the symmetry is intact)."""
-    if kind == "none":
+@dataclass
+class Intact(Component):
+    """The symmetry is left intact: no fixed tensors."""
+
+    name: Literal["none"] = "none"
+    scale: NonNeg = 0.0
+
+    def offsets(self, raw: Tensors, gen: torch.Generator) -> Tensors:
         return {}
-    if kind == "mask":
+
+
+@dataclass
+class Offset(Component):
+    name: Literal["offset"] = "offset"
+    scale: NonNeg = 1.0  # std of the fixed random offset b
+
+    def offsets(self, raw: Tensors, gen: torch.Generator) -> Tensors:
+        return {k: self.scale * torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device) for k, v in raw.items()}
+
+
+@dataclass
+class Mask(Component):
+    name: Literal["mask"] = "mask"
+    scale: NonNeg = 0.05  # std of the pinned values
+    mask_frac: Annotated[float, Range(0, 1, lo_open=True)] = 0.125  # fraction of each row's entries pinned
+
+    def offsets(self, raw: Tensors, gen: torch.Generator) -> Tensors:
         fixed = {}
         for k, v in raw.items():
             if v.dim() < 2:  # biases, norms: one per unit, nothing to distinguish rows by
@@ -34,23 +61,36 @@ def offsets(raw: dict[str, torch.Tensor], kind: str, scale: float, gen: torch.Ge
             rows, cols = v.shape[0], v[0].numel()
             pinned = torch.zeros(rows, cols, dtype=torch.bool)
             for i in range(rows):
-                pinned[i, torch.randperm(cols, generator=gen)[:max(1, math.ceil(mask_frac * cols))]] = True
-            values = scale * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+                pinned[i, torch.randperm(cols, generator=gen)[:max(1, math.ceil(self.mask_frac * cols))]] = True
+            values = self.scale * torch.randn(v.shape, generator=gen, dtype=v.dtype)
             fixed[k] = (values * pinned.view(v.shape)).to(v.device)
             fixed[k + PINNED] = pinned.view(v.shape).to(v.device)
         return fixed
-    if kind == "offset":
-        return {k: scale * torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device) for k, v in raw.items()}
-    if kind == "residual":
+
+
+@dataclass
+class Residual(Component):
+    name: Literal["residual"] = "residual"
+    scale: NonNeg = 1.0  # f(x) = U (V x + scale x)
+
+    def check(self, parts, c: dict) -> None:
+        sym = parts.symmetry
+        if getattr(sym, "name", None) != "rotation":
+            raise ConfigError(f"breaking.name: residual needs symmetry rotation (W = U V), got {sym.name!r}")
+        dim = getattr(parts.data, "dim", None)
+        if sym.hidden is not None and dim is not None and sym.hidden != dim:
+            raise ConfigError(f"symmetry.hidden: {sym.hidden}; breaking=residual (U (V x + x)) needs hidden = "
+                              f"data.dim ({dim}) or null")
+
+    def offsets(self, raw: Tensors, gen: torch.Generator) -> Tensors:
         vs = {k: v for k, v in raw.items() if k.endswith(".V")}
         for k, v in vs.items():
             if v.shape[0] != v.shape[1]:  # U (V x + x) needs V square: h = in
-                raise ValueError(f"breaking.name: residual needs V square (h = in), got {k} {tuple(v.shape)}")
-        return {k: scale * torch.eye(v.shape[0], dtype=v.dtype, device=v.device) for k, v in vs.items()}
-    raise ValueError(f"breaking.name: unknown {kind!r}; allowed: {', '.join(KINDS)}")
+                raise ConfigError(f"breaking.name: residual needs V square (h = in), got {k} {tuple(v.shape)}")
+        return {k: self.scale * torch.eye(v.shape[0], dtype=v.dtype, device=v.device) for k, v in vs.items()}
 
 
-def shifted(raw: dict[str, torch.Tensor], fixed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def shifted(raw: Tensors, fixed: Tensors) -> Tensors:
     """raw + b, or raw with its pinned entries replaced (mask); works with or without the [M] axis."""
     out = {}
     for k, v in raw.items():

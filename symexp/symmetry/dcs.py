@@ -13,10 +13,17 @@ plain `nn.Linear` through `torch.nn.utils.parametrize` (`register_dcs`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from symexp.components import Symmetry
+from symexp.errors import ConfigError
+from symexp.schema import Count
 
 _BASES: dict[tuple, torch.Tensor] = {}
 
@@ -43,11 +50,16 @@ def constrain(w: torch.Tensor, s: torch.Tensor, o: torch.Tensor) -> torch.Tensor
     return w - (w @ o - s) @ o.T
 
 
-class DCS:
+@dataclass
+class DCS(Symmetry):
     """The DCS symmetry for one (k, seed): `factor` one member's base weight, `compose` raw -> theta."""
 
-    def __init__(self, k: int = 5, seed: int = 0):
-        self.k, self.seed = k, seed
+    name: Literal["dcs"] = "dcs"
+    k: Count = 5  # constrained directions: O^T theta = 0 with O [p, k] orthonormal
+    seed: int = 0  # draws O; shared by every member (must match metrics.constraint when that is set)
+
+    def check(self, parts, c: dict) -> None:
+        check_same_basis(self, c)
 
     def factor(self, base: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """w is the model's own init; a, b [k] independent draws of its RMS scale (like rescaling)."""
@@ -64,9 +76,12 @@ class DCS:
         return constrain(w.reshape(*lead, p), s, o).reshape(w.shape)
 
 
-def configure(spec: dict) -> DCS:
-    """The DCS symmetry of a `symmetry` config (name: dcs, k, seed; schema symexp.config.DcsSymmetry)."""
-    return DCS(**{key: v for key, v in spec.items() if key != "name"})
+def check_same_basis(sym, c: dict) -> None:
+    """DCS / penalty and the constraint metric must mean the same O (paper.md 5)."""
+    spec = c["metrics"]["constraint"]
+    if spec["k"] and (sym.k, sym.seed) != (spec["k"], spec["seed"]):
+        raise ConfigError(f"metrics.constraint (k={spec['k']}, seed={spec['seed']}) differs from symmetry "
+                          f"(k={sym.k}, seed={sym.seed}); set both to the same O")
 
 
 class DCSParametrization(nn.Module):

@@ -7,16 +7,27 @@ it exactly 0, and GD needs lr < 1 / lam, so lam cannot be raised freely. The eng
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
-from symexp.symmetry.dcs import basis
+from symexp.components import Symmetry
+from symexp.schema import Count, NonNeg
+from symexp.symmetry.dcs import basis, check_same_basis
 
 
-class Penalty:
+@dataclass
+class Penalty(Symmetry):
     """theta = w with the penalty lam * sum over weights of |O^T theta|^2 (O per weight size)."""
 
-    def __init__(self, k: int = 5, seed: int = 0, lam: float = 10.0):
-        self.k, self.seed, self.lam = k, seed, lam
+    name: Literal["penalty"] = "penalty"
+    k: Count = 5  # the O of dcs: same (k, seed), same basis
+    seed: int = 0
+    lam: NonNeg = 10.0  # GD needs lr < 1 / lam
+
+    def check(self, parts, c: dict) -> None:
+        check_same_basis(self, c)
 
     def factor(self, base: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
         return {"w": base.clone()}
@@ -31,8 +42,3 @@ class Penalty:
             o = basis(t.numel(), self.k, self.seed, t.dtype, t.device)
             total = total + (t.reshape(-1) @ o).pow(2).sum()
         return self.lam * total
-
-
-def configure(spec: dict) -> Penalty:
-    """The penalty baseline of a `symmetry` config (name: penalty, k, seed, lam; symexp.config.PenaltySymmetry)."""
-    return Penalty(**{key: v for key, v in spec.items() if key != "name"})

@@ -5,8 +5,12 @@ push W to low rank (paper.md 3.2). With L2 gamma on (U, V), at balance the penal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, Optional
 
 import torch
+
+from symexp.components import Symmetry
+from symexp.schema import Count
 
 
 def factor(base: torch.Tensor, gen: torch.Generator, hidden: int | None = None) -> dict[str, torch.Tensor]:
@@ -29,18 +33,16 @@ def compose(raw: dict[str, torch.Tensor]) -> torch.Tensor:
     return raw["U"] @ raw["V"]
 
 
-@dataclass(frozen=True)
-class Rotation:
+@dataclass
+class Rotation(Symmetry):
     """The rotation symmetry with an inner width: h < min(out, in) also caps the rank of W at h."""
 
-    hidden: int | None = None
+    name: Literal["rotation"] = "rotation"
+    hidden: Optional[Count] = None  # inner width h of W = U V; null = min(out, in)
+    structure = ("rank",)
+    needs_matrices = True
 
     def factor(self, base: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
         return factor(base, gen, self.hidden)
 
     compose = staticmethod(compose)
-
-
-def configure(spec: dict) -> Rotation:
-    """The rotation symmetry of a `symmetry` config (name: rotation, hidden; symexp.config.RotationSymmetry)."""
-    return Rotation(spec.get("hidden"))
