@@ -4,9 +4,14 @@ A job directory holds
     config.yaml       the resolved config
     metrics.parquet   tidy rows (experiment, job, member, seed, weight_decay, ..., step, layer, metric, value)
     status.json       {"state": running | done | diverged | failed, "config_hash", "members", "diverged", ...}
-    ckpt.pt           the last resumable checkpoint (removed when the job ends)
+    ckpt.pt           the last resumable checkpoint (removed when the job ends; symexp.checkpoint)
+    weights.pt        the final effective weights (symexp.checkpoint.save_weights)
     error.txt         the traceback of a failed job
     .lock             held (flock) while a process runs the job
+
+A file of these that cannot be read back (a crash mid-write on a full disk, a bad copy) is renamed
+aside as <name>.corrupt-<n>, never deleted, with one stderr line, and the job starts afresh; `collect`
+names such a file in one line instead.
 """
 from __future__ import annotations
 
@@ -15,34 +20,17 @@ import fcntl
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
-import torch
+
+from symexp.errors import FileError
 
 COMPLETE = ("done", "diverged")
-
-
-class Rows:
-    """Column buffers of (step, layer, metric, value[M]); expanded to one row per member on output."""
-
-    def __init__(self):
-        self.blocks: list[tuple[int, str, str, list[float]]] = []
-
-    def add(self, step: int, layer: str, metric: str, values: torch.Tensor) -> None:
-        self.blocks.append((step, layer, metric, values.detach().double().cpu().tolist()))
-
-    def at(self, step: int) -> list:
-        return [b for b in self.blocks if b[0] == step]
-
-    def frame(self, members: list[dict], job_columns: dict) -> pd.DataFrame:
-        records = [{**members[m], "step": step, "layer": layer, "metric": metric, "value": v}
-                   for step, layer, metric, values in self.blocks for m, v in enumerate(values)]
-        df = pd.DataFrame.from_records(records)
-        for k, v in reversed(job_columns.items()):
-            df.insert(0, k, v)
-        return df
+STATES = ("running", "failed") + COMPLETE
+TABLE_COLUMNS = ("experiment", "job", "member", "step", "layer", "metric", "value")
 
 
 def atomic_write(path: Path, write) -> None:
@@ -52,6 +40,8 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        with open(tmp, "rb") as f:  # on disk before the rename: a crash then leaves the old file, not half a new one
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -104,38 +94,113 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def one_line(e: BaseException) -> str:
+    """An exception as one short line: pyarrow's and torch's messages span several."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a bad file to <name>.corrupt-<n> (the first free n) beside it; return the new path."""
+    path = Path(path)
+    n = 0
+    while (aside := path.with_name(f"{path.name}.corrupt-{n}")).exists():
+        n += 1
+    os.replace(path, aside)
+    return aside
+
+
+def parse_status(f: Path) -> dict:
+    """A status.json, checked: FileError names the file and what is wrong."""
+    try:
+        status = json.loads(Path(f).read_text())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise FileError(f"{f}: unreadable status ({one_line(e)})") from None
+    if not isinstance(status, dict) or status.get("state") not in STATES:
+        raise FileError(f"{f}: not a status file (needs a 'state' in {', '.join(STATES)})")
+    need = {"config_hash": str, "job": str, "members": int} if status["state"] in COMPLETE else {}
+    for key, kind in need.items():
+        if not isinstance(status.get(key), kind):
+            raise FileError(f"{f}: a {status['state']} status needs '{key}' ({kind.__name__})")
+    return status
+
+
 def read_status(job_dir: Path) -> dict | None:
+    """The job's status, or None when it has none. A corrupt one is set aside with one stderr line:
+    the job then starts afresh."""
     f = Path(job_dir) / "status.json"
-    return json.loads(f.read_text()) if f.exists() else None
+    if not f.exists():
+        return None
+    try:
+        return parse_status(f)
+    except FileError as e:
+        print(f"symexp: {e}; kept aside as {set_aside(f).name}; the job starts afresh", file=sys.stderr)
+        return None
 
 
-class CollectError(RuntimeError):
-    """The rows of a sweep do not match its status files."""
+def read_table(table: Path, status: dict) -> pd.DataFrame:
+    """A finished job's metrics.parquet, checked against its status; FileError names the file."""
+    if not table.exists():
+        raise FileError(f"{table}: missing, but status.json says {status['state']}")
+    try:
+        df = pd.read_parquet(table)
+    except Exception as e:  # pyarrow raises several types (ArrowInvalid, OSError, ...) for bad bytes
+        raise FileError(f"{table}: unreadable parquet ({one_line(e)})") from None
+    missing = [c for c in TABLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise FileError(f"{table}: columns {', '.join(missing)} missing")
+    members, jobs = df["member"].nunique(), sorted(map(str, df["job"].unique()))
+    if members != status["members"] or jobs != [status["job"]]:
+        raise FileError(f"{table}: rows do not match status.json (members {members} vs {status['members']}, "
+                        f"jobs {jobs} vs [{status['job']!r}])")
+    if "rows" in status and len(df) != status["rows"]:  # a table silently shorter than the job wrote
+        raise FileError(f"{table}: {len(df)} rows, status.json says {status['rows']}")
+    if df.duplicated(["member", "step", "layer", "metric"]).any():
+        raise FileError(f"{table}: duplicated (member, step, layer, metric) rows")
+    return df
+
+
+def read_complete(out_dir: Path) -> dict | None:
+    """The status of a finished job (done or diverged) whose rows read back; None when the job is to
+    run. A finished status whose metrics.parquet is missing, corrupt or does not match it is not
+    trusted: both files are set aside with one stderr line, and the job starts afresh."""
+    out_dir = Path(out_dir)
+    status = read_status(out_dir)
+    if status is None or status["state"] not in COMPLETE:
+        return None
+    table = out_dir / "metrics.parquet"
+    try:
+        read_table(table, status)
+    except FileError as e:
+        kept = [set_aside(p).name for p in (table, out_dir / "status.json") if p.exists()]
+        print(f"symexp: {e}; kept aside as {', '.join(kept)}; the job starts afresh", file=sys.stderr)
+        return None
+    return status
+
+
+class CollectError(FileError):
+    """The rows of a sweep do not match its status files, or one of them cannot be read."""
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
-    """Concatenate the rows of every finished job under `sweep_dir`, checking them against status files."""
+    """Concatenate the rows of every finished job under `sweep_dir`, checking them against status files.
+
+    A bad file stops it with one line naming the file (never a shorter table): rerunning the sweep
+    sets that file aside and redoes its job."""
     sweep_dir = Path(sweep_dir)
     statuses = sorted(sweep_dir.rglob("status.json"))
     if not statuses:
         raise CollectError(f"{sweep_dir}: no job directories (no status.json) found")
     frames, failed = [], []
     for s in statuses:
-        job_dir, status = s.parent, json.loads(s.read_text())
-        table = job_dir / "metrics.parquet"
-        if status["state"] not in COMPLETE:
-            failed.append(f"{job_dir} ({status['state']})")
-            continue
-        if not table.exists():
-            raise CollectError(f"{job_dir}: status is {status['state']} but metrics.parquet is missing")
-        df = pd.read_parquet(table)
-        members = df["member"].nunique() if len(df) else 0
-        if members != status["members"] or (len(df) and df["job"].iloc[0] != status["job"]):
-            raise CollectError(f"{table}: rows do not match status.json (members {members} vs "
-                               f"{status['members']}, job {df['job'].iloc[0] if len(df) else None!r} vs {status['job']!r})")
-        if df.duplicated(["member", "step", "layer", "metric"]).any():
-            raise CollectError(f"{table}: duplicated (member, step, layer, metric) rows")
-        frames.append(df)
+        try:
+            status = parse_status(s)
+            if status["state"] not in COMPLETE:
+                failed.append(f"{s.parent} ({status['state']})")
+                continue
+            frames.append(read_table(s.parent / "metrics.parquet", status))
+        except FileError as e:
+            raise CollectError(f"{e}; rerun the sweep to redo that job (the bad file is then kept aside)") from None
     if not frames:
         raise CollectError(f"{sweep_dir}: no finished jobs; unfinished: {', '.join(failed)}")
     out = pd.concat(frames, ignore_index=True)

@@ -40,7 +40,7 @@ def test_fashion_mnist_is_wired_into_build_data():
     require_fashion_mnist()
     data = build_data(dict(name="fashion_mnist", **IMAGES), torch.device("cpu"), torch.float32)
     assert data.task == "classification" and data.x.shape == (256, 1, 28, 28) and data.x_test.shape == (64, 1, 28, 28)
-    assert data.y.dtype == torch.int64 and len(data.extras["classes"]) == 10 and data.extras["augment"] is None
+    assert data.y.dtype == torch.int64 and len(data.classes) == 10 and data.augment is None
     assert abs(data.x.mean().item()) < 0.2  # normalised with train-set statistics (of the subset)
 
 
@@ -50,7 +50,7 @@ def test_cifar_missing_falls_back_with_one_message(tmp_path, capsys):
         build_data(cfg, torch.device("cpu"), torch.float32)
     require_fashion_mnist()
     data = build_data(dict(cfg, fallback="fashion_mnist"), torch.device("cpu"), torch.float32)
-    assert data.extras["dataset"] == "fashion_mnist" and data.x.shape[1:] == (1, 28, 28)
+    assert data.source == "fashion_mnist" and data.x.shape[1:] == (1, 28, 28)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(tmp_path) in err and "falling back to fashion_mnist" in err
 

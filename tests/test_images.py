@@ -1,4 +1,5 @@
 import gzip
+import io
 import os
 import pickle
 import struct
@@ -8,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from symexp.data import Augment
 from symexp.data.images import (
-    CIFAR10_CLASSES, FASHION_MNIST_ROOT, DataError, DataNotFound, ImageData, augment,
-    crop_flip_params, load_cifar10, load_fashion_mnist, load_images, write_cifar10_like)
+    CIFAR10_CLASSES, FASHION_MNIST_ROOT, DataNotFound, ImageData, augment, crop_flip_params, image_data,
+    load_cifar10, load_fashion_mnist, load_images, write_cifar10_like)
+from symexp.errors import DataError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -61,6 +64,53 @@ def test_cifar_loads_bytes_as_written(cifar_dir, use_parent):
     test = _raw(cifar_dir / "test_batch")
     assert data.y_test.tolist() == test[b"labels"]
     assert data.x_test[2].numpy().tobytes() == test[b"data"][2].tobytes()
+
+
+class Py2Pickler(pickle._Pickler):
+    """Pickles as python 2's cPickle wrote the official files: every string a py2 `str`
+    (SHORT_BINSTRING / BINSTRING, read back as bytes) and numpy's module as `numpy.core`."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_py2_str(self, obj):
+        raw = obj.encode("ascii") if isinstance(obj, str) else obj
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = dispatch[str] = save_py2_str
+
+
+def test_cifar_reads_the_official_python2_format(tmp_path):
+    rng = np.random.default_rng(4)
+    batches = {name: {"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), "labels": [int(v) for v in rng.integers(0, 10, 2)],
+                      "batch_label": name, "filenames": ["a.png", "b.png"]}
+               for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]}
+    files = dict(batches, **{"batches.meta": {"label_names": CIFAR10_CLASSES, "num_cases_per_batch": 2, "num_vis": 3072}})
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    for name, content in files.items():
+        buf = io.BytesIO()
+        Py2Pickler(buf, protocol=2).dump(content)
+        raw = buf.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+        assert b"X" + struct.pack("<I", 4) + b"data" not in raw  # no python-3 str left
+        (d / name).write_bytes(raw)
+    with open(d / "data_batch_2", "rb") as f:  # numpy's own (unrestricted) reading of the same bytes
+        assert np.array_equal(pickle.load(f, encoding="bytes")[b"data"], batches["data_batch_2"]["data"])
+    data = load_cifar10(tmp_path)
+    assert data.classes == CIFAR10_CLASSES
+    assert data.x_train[2:4].flatten(1).numpy().tobytes() == batches["data_batch_2"]["data"].tobytes()
+    assert data.y_test.tolist() == batches["test_batch"]["labels"]
+
+
+def test_image_data_fields(cifar_dir):
+    cfg = dict(name="cifar10", root=str(cifar_dir), fallback=None, n_train=12, n_test=2, augment=True, pad=3, flip=False)
+    data = image_data(cfg, torch.device("cpu"), torch.float32)
+    assert data.classes == tuple(CIFAR10_CLASSES) and data.augment == Augment(pad=3, flip=False)
+    assert data.source == "cifar10" and data.x.shape == (12, 3, 32, 32) and data.x_test.shape == (2, 3, 32, 32)
+    assert image_data(dict(cfg, augment=False), torch.device("cpu"), torch.float32).augment is None
 
 
 def test_cifar_truncated_pickle_names_file(cifar_dir):
@@ -207,7 +257,7 @@ def test_subset_takes_first_examples():
     s = data.subset(10, 5)
     assert torch.equal(s.x_train, data.x_train[:10]) and torch.equal(s.y_test, data.y_test[:5])
     assert s.subset(n_train=3).x_test.shape[0] == 5
-    with pytest.raises(DataError, match="100 train"):
+    with pytest.raises(DataError, match=r"^data\.n_train=100: toy has 64 train examples; allowed: 1\.\.64"):
         data.subset(n_train=100)
 
 

@@ -3,6 +3,7 @@ metrics, the double rotation symmetry, the text corpus and its config errors, an
 run of both transformer experiments through the batched engine, the figure and the claims."""
 from __future__ import annotations
 
+import hashlib
 import math
 
 import pandas as pd
@@ -119,8 +120,10 @@ def test_builtin_corpus_loads_as_shifted_windows():
     corpus = text.load_corpus(None)
     assert len(corpus) > 100_000  # Python's help text: ~465k characters under 3.11
     data = text.text(_cfg(), torch.device("cpu"), torch.float32)
-    vocab = data.extras["vocab"]
-    assert data.task == "language" and data.extras["source"] == text.BUILTIN and len(vocab) > 60
+    vocab = data.vocab
+    digest = hashlib.sha256(corpus.encode()).hexdigest()[:16]
+    assert data.task == "language" and data.source == f"{text.BUILTIN} ({len(corpus)} chars, sha256 {digest})"
+    assert isinstance(vocab, tuple) and len(vocab) > 60
     n_train = len(corpus) - int(len(corpus) * 0.1)
     assert data.x.shape == (n_train - 16, 16)
     assert torch.equal(data.x[:, 1:], data.y[:, :-1])  # y is x shifted by one character
@@ -134,7 +137,8 @@ def test_user_text_file(tmp_path):
     f = tmp_path / "input.txt"
     f.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 20, encoding="utf-8")
     data = text.text(_cfg(path=str(f), context=8), torch.device("cpu"), torch.float32)
-    assert data.extras["source"] == str(f) and "".join(data.extras["vocab"]) == "".join(sorted(set(f.read_text())))
+    assert data.source.startswith(f"{f} ({len(f.read_text())} chars, sha256 ")
+    assert "".join(data.vocab) == "".join(sorted(set(f.read_text())))
     short = tmp_path / "short.txt"
     short.write_text("too short")
     with pytest.raises(ConfigError, match="data.path"):

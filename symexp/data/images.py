@@ -8,12 +8,17 @@ from __future__ import annotations
 import gzip
 import pickle
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from symexp import safe_pickle
+from symexp.data import Augment, TensorData
+from symexp.errors import DataError
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 CIFAR10_ROOT = "~/datasets/cifar10"
@@ -23,10 +28,6 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
 CIFAR10_LAYOUT = "cifar-10-batches-py/{data_batch_1..data_batch_5,test_batch,batches.meta}"
 _IDX_MAGIC = {3: 2051, 1: 2049}  # ndim -> magic of unsigned-byte IDX files
-
-
-class DataError(ValueError):
-    """A dataset is missing or malformed; the message is one line naming the file."""
 
 
 class DataNotFound(DataError):
@@ -62,7 +63,8 @@ class ImageData:
             if n is None:
                 return x, y
             if not 0 < n <= len(y):
-                raise DataError(f"{self.name}: asked for {n} {split} examples, have {len(y)}")
+                raise DataError(f"data.n_{split}={n}: {self.name} has {len(y)} {split} examples; "
+                                f"allowed: 1..{len(y)} or null (all)")
             # clone so the full tensors can be freed
             return x[:n].clone(), y[:n].clone()
         x_tr, y_tr = first(self.x_train, self.y_train, n_train, "train")
@@ -86,6 +88,12 @@ class ImageData:
                             mean, std, list(self.classes), self.name)
 
 
+def _reason(e: BaseException) -> str:
+    """An exception as one short line (some, like zlib's or numpy's, span several)."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
 def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     """Parse one gzipped (or plain) unsigned-byte IDX file with `ndim` dims; uint8 array of that shape."""
     path = Path(path)
@@ -95,8 +103,8 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
             raw = f.read()
     except FileNotFoundError:
         raise DataNotFound(f"{path}: file not found") from None
-    except (OSError, EOFError) as e:  # truncated or corrupt gzip stream
-        raise DataError(f"{path}: cannot decompress ({e})") from None
+    except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt gzip stream, or unreadable
+        raise DataError(f"{path}: cannot decompress ({_reason(e)}); expected a gzipped IDX file") from None
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes)")
@@ -121,9 +129,11 @@ def _idx_file(root: Path, stem: str) -> Path:
 def _idx_pair(root: Path, prefix: str, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     img_path, lab_path = _idx_file(root, f"{prefix}-images-idx3-ubyte"), _idx_file(root, f"{prefix}-labels-idx1-ubyte")
     x, y = read_idx(img_path, 3), read_idx(lab_path, 1)
+    if x.shape[1:] != (28, 28) or len(x) == 0:
+        raise DataError(f"{img_path}: images of dims {list(x.shape)}, expected [N >= 1, 28, 28]")
     if len(x) != len(y):
         raise DataError(f"{lab_path}: {len(y)} labels but {img_path.name} has {len(x)} images")
-    if y.size and y.max() >= n_classes:
+    if y.max() >= n_classes:
         raise DataError(f"{lab_path}: label {y.max()} out of range [0, {n_classes})")
     return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
 
@@ -141,29 +151,36 @@ def load_fashion_mnist(root: str | Path = FASHION_MNIST_ROOT) -> ImageData:
 
 
 def _unpickle(path: Path) -> dict:
+    """One file of the python version, read by the restricted unpickler (never `pickle.load`: a
+    downloaded folder could carry code); its keys as str (the official files use python-2 strings)."""
     try:
-        with open(path, "rb") as f:
-            # The official format is a (trusted) python pickle; bytes keys need encoding="bytes".
-            d = pickle.load(f, encoding="bytes")
+        d = safe_pickle.load(path, dtypes={"u1"})
     except FileNotFoundError:
         raise DataNotFound(f"{path}: file not found; expected layout <root>/{CIFAR10_LAYOUT}") from None
-    except Exception as e:  # unpickling corrupt bytes can raise almost anything
-        raise DataError(f"{path}: corrupt pickle ({type(e).__name__}: {e})") from None
+    except safe_pickle.ForbiddenGlobal as e:
+        raise DataError(f"{path}: refused to unpickle {e.what}: a CIFAR-10 file holds only dicts, lists, "
+                        "strings, ints and uint8 arrays (nothing in it was run)") from None
+    except Exception as e:  # corrupt bytes can make an unpickler raise almost anything
+        raise DataError(f"{path}: corrupt or truncated pickle ({_reason(e)}); "
+                        "expected a CIFAR-10 python batch (cifar-10-python.tar.gz)") from None
     if not isinstance(d, dict):
         raise DataError(f"{path}: expected a pickled dict, got {type(d).__name__}")
-    return d
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     d = _unpickle(path)
-    data, labels = d.get(b"data"), d.get(b"labels")
+    data, labels = d.get("data"), d.get("labels")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"{path}: b'data' must be uint8 [N, 3072], got {desc}")
-    y = np.asarray(labels if labels is not None else [], dtype=np.int64)
-    if y.shape != (len(data),) or (y.size and (y.min() < 0 or y.max() >= 10)):
-        raise DataError(f"{path}: b'labels' must be {len(data)} ints in [0, 10)")
-    return data.reshape(-1, 3, 32, 32), y  # rows are CHW: 1024 red, 1024 green, 1024 blue
+        desc = f"{data.dtype} {list(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: 'data' must be uint8 [N, 3072], got {desc}")
+    if not isinstance(labels, list) or len(labels) != len(data):
+        desc = f"{len(labels)} labels" if isinstance(labels, list) else type(labels).__name__
+        raise DataError(f"{path}: 'labels' must be a list of {len(data)} ints (one per row of 'data'), got {desc}")
+    bad = [i for i, v in enumerate(labels) if type(v) is not int or not 0 <= v < len(CIFAR10_CLASSES)]
+    if bad:
+        raise DataError(f"{path}: 'labels'[{bad[0]}] is {labels[bad[0]]!r}; labels must be ints in [0, 10)")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)  # rows are CHW: 1024 red, green, blue
 
 
 def _cifar_dir(root: Path) -> Path:
@@ -179,10 +196,10 @@ def load_cifar10(root: str | Path = CIFAR10_ROOT) -> ImageData:
     d = _cifar_dir(Path(root).expanduser())
     train = [_cifar_batch(d / f"data_batch_{i}") for i in range(1, 6)]
     x_te, y_te = _cifar_batch(d / "test_batch")
-    names = _unpickle(d / "batches.meta").get(b"label_names")
-    if not isinstance(names, list) or len(names) != 10:
-        raise DataError(f"{d / 'batches.meta'}: b'label_names' must be a list of 10 names")
-    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    names = _unpickle(d / "batches.meta").get("label_names")
+    if not isinstance(names, list) or len(names) != 10 or not all(isinstance(n, (bytes, str)) for n in names):
+        raise DataError(f"{d / 'batches.meta'}: 'label_names' must be a list of 10 names")
+    classes = [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
     x_tr = torch.from_numpy(np.concatenate([x for x, _ in train]))
     y_tr = torch.from_numpy(np.concatenate([y for _, y in train]))
     return ImageData(x_tr, y_tr, torch.from_numpy(x_te.copy()), torch.from_numpy(y_te), classes, "cifar10")
@@ -261,15 +278,13 @@ def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flipped: torc
     return xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def image_data(cfg: dict, device: torch.device, dtype: torch.dtype):
-    """The `data` config of an image set -> TensorData on `device` (schema: symexp.config.ImageDataset).
+def image_data(cfg: dict, device: torch.device, dtype: torch.dtype) -> TensorData:
+    """The `data` config of an image set -> TensorData on `device`.
 
     A CIFAR-10 that is not at `cfg["root"]` falls back to `cfg["fallback"]` only when that is set,
     with one message naming where to put it; otherwise the DataNotFound error stops the job."""
-    from symexp.data import TensorData
-
     raw = load_images(cfg["name"], cfg["root"], cfg["fallback"]).subset(cfg["n_train"], cfg["n_test"])
     imgs = raw.to(device, dtype, channels_last=device.type == "cuda")  # NHWC for cuDNN's fast convolutions
-    augment_cfg = {"pad": cfg["pad"], "flip": cfg["flip"]} if cfg["augment"] else None
     return TensorData(imgs.x_train, imgs.y_train, "classification", imgs.x_test, imgs.y_test,
-                      extras={"dataset": raw.name, "classes": raw.classes, "augment": augment_cfg})
+                      classes=tuple(raw.classes), source=raw.name,
+                      augment=Augment(cfg["pad"], cfg["flip"]) if cfg["augment"] else None)

@@ -5,7 +5,7 @@ Reference sections behind `help("if")`, `help("FORMATTING")` ...: about 465k cha
 distinct ones under Python 3.11). It is part of the standard library of every CPython (python.org
 and pyenv builds, Debian's libpython3.x-stdlib, which `python3` depends on), so a fresh machine with
 only `pip install -e .[test]` has it, offline; its text changes a little between Python versions, so
-the source, its size and a hash are kept in the data's `extras`. Any UTF-8 file can replace it:
+the source, its size and a hash are kept in the data's `source`. Any UTF-8 file can replace it:
 `data.path=/path/to/input.txt` (e.g. tiny-Shakespeare).
 
 Split: the first 1 - val_fraction of the characters train, the rest validate (nanoGPT's char
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from symexp.config import ConfigError
 from symexp.data import TensorData
+from symexp.errors import ConfigError
 
 BUILTIN = "pydoc_data.topics"  # what data.path=null means
 
@@ -70,6 +70,11 @@ def text(cfg: dict, device: torch.device, dtype: torch.dtype) -> TensorData:
     return TensorData(
         x=windows[:, :-1], y=windows[:, 1:], task="language",
         x_test=x_val.to(device), y_test=y_val.to(device), x_eval=x_eval.to(device), y_eval=y_eval.to(device),
-        extras={"vocab": vocab, "source": cfg["path"] or BUILTIN, "chars": len(corpus),
-                "sha256": hashlib.sha256(corpus.encode()).hexdigest()[:16]},
+        vocab=tuple(vocab), source=describe_source(cfg["path"], corpus),
     )
+
+
+def describe_source(path: str | None, corpus: str) -> str:
+    """Provenance for the report: which corpus, its size and a hash (the built-in one varies by Python)."""
+    digest = hashlib.sha256(corpus.encode()).hexdigest()[:16]
+    return f"{path or BUILTIN} ({len(corpus)} chars, sha256 {digest})"
