@@ -1,0 +1,297 @@
+"""Find the mirror symmetries that a model's structure creates (paper.md 3), from its OpGraph.
+
+* hidden units between an input map (Linear/Conv) and output maps (Linear/Conv) through per-unit ops
+  (bias, BatchNorm/LayerNorm, elementwise activation, pooling, dropout): **permutation**; plus
+  **rescaling** when every activation is positively homogeneous (ReLU, LeakyReLU, max-pool), **sign**
+  when every activation is odd (tanh, ...); with no nonlinearity at all the path is linear: **rotation**;
+* a norm gain (or a per-feature scale parameter) read only by Linear maps: **rescaling** per feature;
+* a weight followed by BatchNorm/LayerNorm: positive **scale** symmetry (no mirror);
+* logits read by a softmax (or the model's output, if trained with softmax cross-entropy): **translation**;
+* attention heads: **double rotation** (symexp.audit.attention).
+A finding whose parameters are also used elsewhere (tied weights) is not a symmetry of the model and is
+reported unclassified with the reason; every parameter no finding covers is listed as unclassified.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from symexp.audit.attention import find_attention
+from symexp.audit.graph import CONV_NDIM, ODD, POSITIVE_HOMOGENEOUS, Finding, Op, OpGraph
+
+PRODUCERS = ("linear", "conv")
+
+
+@dataclass
+class Discovery:
+    findings: list[Finding]
+    unclassified: dict[str, str]  # parameter -> why no symmetry covers it
+    graph: OpGraph
+    notes: list[str] = field(default_factory=list)
+
+
+def discover(graph: OpGraph, softmax_output: bool | None = None) -> Discovery:
+    """Every symmetry finding of the graph, and what is left unclassified (with reasons)."""
+    reasons: dict[int, str] = {}
+    found = find_units(graph, reasons) + find_gains(graph, reasons) + find_scale(graph)
+    found += find_translation(graph, softmax_output) + find_attention(graph)
+    if graph.method == "modules":
+        for f in found:
+            f.note = "; ".join(filter(None, [f.note, "inferred from module order"]))
+    findings, tied = _merge(graph, found)
+    covered = {p for f in findings for p in f.params}
+    by_op = {}
+    for f in findings:
+        for i in f.ops:
+            by_op.setdefault(i, set()).add(f.symmetry)
+    unclassified = {p: tied.get(p) or _why(graph, p, reasons, by_op) for p in graph.param_shapes if p not in covered}
+    return Discovery(findings, unclassified, graph, list(graph.notes))
+
+
+def _why(graph: OpGraph, p: str, reasons: dict[int, str], by_op: dict[int, set]) -> str:
+    users = sorted(graph.param_users.get(p, ()))
+    if not users:
+        return "not used in the traced forward pass"
+    op = graph.ops[users[0]]
+    what = op.what
+    if users[0] in by_op:
+        return f"{what} {op.label}: its other parameters carry {', '.join(sorted(by_op[users[0]]))}; none acts on this one"
+    return f"{what} {op.label}: " + reasons.get(users[0], "no mirror symmetry recognised")
+
+
+def _merge(graph: OpGraph, found: list[Finding]) -> tuple[list[Finding], dict[str, str]]:
+    """One finding per (symmetry, parameters), counting repeats; drop those broken by tied parameters."""
+    merged: dict[tuple, Finding] = {}
+    for f in found:
+        key = (f.symmetry, f.params)
+        if key in merged:
+            merged[key].ops |= f.ops
+            merged[key].instances += 1
+        else:
+            merged[key] = f
+    kept, tied = [], {}
+    for f in merged.values():
+        outside = {p: graph.param_users.get(p, set()) - f.ops for p in f.params}
+        outside = {p: u for p, u in outside.items() if u}
+        if outside:
+            p, users = next(iter(outside.items()))
+            other = ", ".join(sorted({graph.ops[u].label for u in users}))
+            for q in f.params:
+                tied.setdefault(q, f"{f.symmetry} of {f.layer} broken by tied weights: {p} is also used by "
+                                   f"{other}, which the symmetry would have to move too")
+            continue
+        if f.instances > 1:
+            f.note = "; ".join(filter(None, [f.note, f"applied {f.instances} times (shared weights)"]))
+        kept.append(f)
+    return kept, tied
+
+
+def _weight_out(graph: OpGraph, op: Op) -> int:
+    return graph.param_shapes[op.params["weight"]][0]
+
+
+def _ndim(op: Op, default: int | None) -> int | None:
+    return len(op.meta["shape"]) if "shape" in op.meta else default
+
+
+def _per_unit_params(graph: OpGraph, op: Op, h: int) -> list[str]:
+    return [p for r, p in op.params.items() if r in ("weight", "bias", "arg0", "arg1")
+            and graph.param_shapes[p] == (h,)]
+
+
+def walk_units(graph: OpGraph, start: int, h: int, conv: bool):
+    """Follow per-unit ops from `start`: (chain op indices, consumer op indices, stop reason)."""
+    chain, cur, layout = [], start, "channels" if conv else "last"
+    ndim = _ndim(graph.ops[start], CONV_NDIM.get(graph.ops[start].name) if conv else None)
+    while len(graph.users(cur)) == 1:
+        j = graph.users(cur)[0]
+        u = graph.ops[j]
+        if not _per_unit_step(graph, u, cur, h, layout, ndim):
+            break
+        chain.append(j)
+        cur = j
+        if u.kind == "flatten":
+            layout = "flat"
+            break
+        if u.kind == "reduce":
+            ndim = _ndim(u, None if ndim is None else ndim - (0 if u.meta.get("keepdim") else len(_dims(u))))
+            layout = "last" if ndim == 2 else layout
+    consumers = graph.users(cur)
+    want = "conv" if layout == "channels" else "linear"
+    if cur in graph.outputs or not consumers:
+        return chain, [], "its output is a model output"
+    for c in consumers:
+        op = graph.ops[c]
+        if op.kind != want or op.inputs[:1] != [cur]:
+            return chain, [], f"its output feeds {op.what}, not only {want} maps"
+        fan_in = graph.param_shapes[op.params["weight"]][1]
+        if fan_in != h and not (layout == "flat" and fan_in % h == 0):
+            return chain, [], f"{op.label} reads {fan_in} inputs, not the {h} units"
+    return chain, consumers, ""
+
+
+def _per_unit_step(graph: OpGraph, u: Op, cur: int, h: int, layout: str, ndim: int | None) -> bool:
+    """Whether op `u` (reading `cur`) acts on each of the h units separately, the same way for all."""
+    if not u.inputs or u.inputs[0] != cur:
+        return False
+    if u.kind in ("bias", "scale"):
+        return bool(_per_unit_params(graph, u, h))
+    if u.kind == "norm":
+        return _norm_per_unit(u, h, layout, _ndim(u, ndim))
+    if u.kind in ("pool", "reduce"):
+        return layout == "channels" and _keeps_channels(u, ndim)
+    if u.kind == "flatten":
+        return layout == "channels" and u.meta.get("start_dim", 0) == 1
+    return u.kind in ("act", "pass", "scalar")
+
+
+def _dims(op: Op) -> tuple:
+    dims = op.meta.get("dim")
+    return (dims,) if isinstance(dims, int) else tuple(dims or ())
+
+
+def _norm_per_unit(op: Op, h: int, layout: str, ndim: int | None) -> bool:
+    if op.name == "batch_norm":  # normalises dim 1
+        return layout == "channels" or ndim in (None, 2)
+    return layout == "last" and tuple(op.meta.get("normalized_shape", ())) == (h,)
+
+
+def _keeps_channels(op: Op, ndim: int | None) -> bool:
+    """Pooling and reductions over spatial dims only (dim 1 is the channel)."""
+    if op.kind == "pool":
+        return True
+    dims = _dims(op)
+    if not dims or ndim is None and any(d < 0 for d in dims):
+        return False
+    return all((d % ndim if ndim else d) >= 2 for d in dims)
+
+
+def _is_maxlike(op: Op) -> bool:
+    return op.kind in ("pool", "reduce") and ("max" in op.name)
+
+
+def find_units(graph: OpGraph, reasons: dict[int, str]) -> list[Finding]:
+    out = []
+    for i, op in enumerate(graph.ops):
+        if op.kind not in PRODUCERS:
+            continue
+        h = _weight_out(graph, op)
+        chain, consumers, why = walk_units(graph, i, h, op.kind == "conv")
+        if not consumers:
+            reasons.setdefault(i, why)
+            continue
+        out.extend(_unit_findings(graph, i, h, chain, consumers))
+    return out
+
+
+def _unit_findings(graph: OpGraph, i: int, h: int, chain_ids: list[int], consumer_ids: list[int]) -> list[Finding]:
+    op, chain = graph.ops[i], [graph.ops[j] for j in chain_ids]
+    producer_rows = [op.params["bias"]] if "bias" in op.params else []
+    rows = producer_rows + [p for c in chain if c.kind in ("bias", "scale", "norm") for p in _per_unit_params(graph, c, h)]
+    outs = [graph.ops[c].params["weight"] for c in consumer_ids]
+    ops = {i, *chain_ids, *consumer_ids}
+    first_act = next((k for k, c in enumerate(chain) if c.kind == "act" or _is_maxlike(c)), None)
+    nonlinear = first_act is not None or any(c.kind == "norm" for c in chain)
+    base = {"h": h, "w_in": op.params["weight"], "rows": rows, "out": outs, "conv": op.kind == "conv"}
+    if not nonlinear and not any(c.kind == "scale" for c in chain):
+        params = tuple(sorted({op.params["weight"], *rows, *outs}))
+        return [Finding("rotation", op.label, ops, params, base, "linear path: no nonlinearity between the maps")]
+    act_ids = [j for j in chain_ids if graph.ops[j].kind == "act"]
+    spec = {**base, "act": act_ids[0] if act_ids else None}
+    found = [Finding("permutation", op.label, ops, tuple(sorted({op.params["weight"], *rows, *outs})), spec)]
+    before = chain[:first_act] if first_act is not None else chain
+    if any(c.kind == "norm" for c in chain[len(before):]):
+        return found
+    last_norm = max((k for k, c in enumerate(before) if c.kind == "norm"), default=None)
+    if last_norm is None:
+        rescale_in = [op.params["weight"], *producer_rows] + [
+            p for c in before if c.kind in ("bias", "scale") for p in _per_unit_params(graph, c, h)]
+    else:
+        rescale_in = [p for c in before[last_norm:] for p in _per_unit_params(graph, c, h)]
+    if not rescale_in:
+        return found
+    acts = [c for c in chain if c.kind == "act"]
+    block = {**spec, "in": rescale_in}
+    params = tuple(sorted({*rescale_in, *outs}))
+    if all(a.name in POSITIVE_HOMOGENEOUS for a in acts):
+        found.append(Finding("rescaling", op.label, ops, params, block, "" if acts else "linear path with a per-unit gain"))
+    if all(_odd(a) for a in acts) and not any(_is_maxlike(c) for c in chain):
+        found.append(Finding("sign", op.label, ops, params, block))
+    return found
+
+
+def _odd(op: Op) -> bool:
+    if op.name == "hardtanh":
+        return op.meta.get("min_val", -1.0) == -op.meta.get("max_val", 1.0)
+    return op.name in ODD
+
+
+def find_gains(graph: OpGraph, reasons: dict[int, str]) -> list[Finding]:
+    """A norm gain (or per-feature scale parameter) read only by Linear/Conv maps: per-feature rescaling."""
+    out = []
+    for i, op in enumerate(graph.ops):
+        if op.kind not in ("norm", "scale") or not op.params or graph.ops[op.inputs[0]].kind in PRODUCERS:
+            continue
+        h = next(graph.param_shapes[p][0] for p in op.params.values())
+        gains = _per_unit_params(graph, op, h)
+        conv = op.name == "batch_norm" and _ndim(op, None) != 2
+        chain, consumers, why = walk_units(graph, i, h, conv)
+        if not consumers or any(graph.ops[c].kind not in ("pass", "scalar") for c in chain) or not gains:
+            reasons.setdefault(i, why or "its output passes through a nonlinearity or reshaping")
+            continue
+        outs = [graph.ops[c].params["weight"] for c in consumers]
+        spec = {"h": h, "in": gains, "out": outs, "conv": conv, "act": None}
+        out.append(Finding("rescaling", op.label, {i, *chain, *consumers}, tuple(sorted({*gains, *outs})), spec,
+                           "linear path: any rho != 0, the sign mirror included"))
+    return out
+
+
+def find_scale(graph: OpGraph) -> list[Finding]:
+    """Weights whose output is normalised (only biases/dropout between): positive scale symmetry."""
+    out = []
+    for i, op in enumerate(graph.ops):
+        if op.kind not in PRODUCERS:
+            continue
+        cur, biases = i, [op.params["bias"]] if "bias" in op.params else []
+        h = _weight_out(graph, op)
+        while len(graph.users(cur)) == 1 and graph.ops[graph.users(cur)[0]].kind in ("pass", "bias"):
+            cur = graph.users(cur)[0]
+            biases += _per_unit_params(graph, graph.ops[cur], h) if graph.ops[cur].kind == "bias" else []
+        norms = [u for u in graph.users(cur) if graph.ops[u].kind == "norm"]
+        if len(graph.users(cur)) != 1 or not norms:
+            continue
+        norm = graph.ops[norms[0]]
+        per_channel = norm.name == "batch_norm"
+        if not per_channel and tuple(norm.meta.get("normalized_shape", ())) != (h,):
+            continue
+        spec = {"w": op.params["weight"], "biases": biases, "per_channel": per_channel}
+        note = ("each output channel's weights can be scaled by any lambda > 0" if per_channel else
+                "the whole weight can be scaled by any lambda > 0") + ": no mirror plane, no structure implied"
+        out.append(Finding("scale", op.label, {i, *norms}, tuple(sorted({op.params["weight"], *biases})), spec, note))
+    return out
+
+
+def find_translation(graph: OpGraph, softmax_output: bool | None) -> list[Finding]:
+    """Linear maps whose outputs are logits: a shift shared by all classes leaves the softmax unchanged."""
+    out = []
+    for i, op in enumerate(graph.ops):
+        if op.kind != "linear":
+            continue
+        cur = i
+        while len(graph.users(cur)) == 1 and graph.ops[graph.users(cur)[0]].kind in ("pass", "scalar", "shape", "flatten"):
+            cur = graph.users(cur)[0]
+        users = [graph.ops[u] for u in graph.users(cur)]
+        explicit = len(users) == 1 and users[0].kind == "softmax" and _last_dim(users[0])
+        implicit = cur in graph.outputs and not users and softmax_output is not False
+        if not (explicit or implicit):
+            continue
+        note = "" if explicit or softmax_output else "if the model is trained with softmax cross-entropy"
+        params = tuple(p for p in (op.params["weight"], op.params.get("bias")) if p)
+        ops = {i} | ({graph.users(cur)[0]} if explicit else set())
+        out.append(Finding("translation", op.label, ops, params,
+                           {"w": op.params["weight"], "b": op.params.get("bias")}, note))
+    return out
+
+
+def _last_dim(op: Op) -> bool:
+    dim = op.meta.get("dim", -1)
+    return dim == -1 or ("shape" in op.meta and dim == len(op.meta["shape"]) - 1)

@@ -1,0 +1,164 @@
+"""How far each found symmetry's structure has gone, on weights stacked over members `[M, ...]`.
+
+Unit symmetries use symexp.metrics' unit vectors v_i = [incoming, per-unit params, outgoing] and its
+dead/independent-unit rules, so counts agree with the experiments' own metrics on the same weights.
+Distances to a mirror plane are ||O^T theta|| / ||theta||:
+* a pair of units i, j (permutation, O = (e_i - e_j)/sqrt2 (x) I): ||v_i - v_j|| / sqrt(2 (||v_i||^2 + ||v_j||^2)),
+  on the plane when 2||v_i - v_j||^2 / (||v_i||^2 + ||v_j||^2) < unit_tol (live units only);
+* a unit (sign/rescaling, O = unit i's coordinates, theta = the layer's units): ||v_i|| / ||V||, on the
+  plane when ||v_i|| < dead_tau max_j ||v_j||;
+* an inner direction k of a rotation (O = that direction): sigma_k(G) / ||G||, G the inner-dimension
+  matrix [W_in | b | W_out^T]; directions switched off are counted on the product by the tau-rank rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.sparse.csgraph import connected_components
+
+from symexp import metrics
+from symexp.audit.units import UnitParts
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Defaults are symexp's metric defaults (configs/config.yaml `metrics:`)."""
+
+    dead_tau: float = 0.1  # unit at zero: ||v_i|| / max_j ||v_j|| < dead_tau
+    unit_tol: float = 0.1  # duplicate pair: 2||v_i - v_j||^2 / (||v_i||^2 + ||v_j||^2) < unit_tol
+    rank_tau: float = 1e-3  # direction switched off: sigma_k <= rank_tau * sigma_1
+    rank_atol: float = 0.0  # and singular values <= rank_atol count as 0 (0: off)
+    active_atol: float = 0.0  # never active: max |activation| over the example inputs <= active_atol
+    origin_rtol: float = 1e-6  # the decay origin theta_0 lies on a plane: ||O^T theta_0|| <= origin_rtol ||theta_0||
+
+
+class Rows:
+    """Tidy rows, one per member x (layer, symmetry, measure)."""
+
+    def __init__(self, members: int):
+        self.members, self.rows = members, []
+
+    def add(self, layer: str, symmetry: str, measure: str, value, of: int | None = None,
+            threshold: float | None = None, note: str = "") -> None:
+        vals = value.tolist() if torch.is_tensor(value) else [value] * self.members
+        for m, v in enumerate(vals):
+            self.rows.append({"member": m, "layer": layer, "symmetry": symmetry, "measure": measure,
+                              "value": float(v), "threshold": threshold, "count": None if of is None else int(round(v)),
+                              "of": of, "note": note})
+
+
+def pair_distances(V: torch.Tensor) -> torch.Tensor:
+    """d_ij = ||v_i - v_j|| / sqrt(2 (||v_i||^2 + ||v_j||^2)) in float64; ``[M, h, p] -> [M, h, h]`` (0 for two zeros)."""
+    Vs = V.double()
+    peak = Vs.abs().flatten(1).amax(1).clamp_min(torch.finfo(torch.float64).tiny)[:, None, None]
+    Vs = Vs / peak  # scale-free measure; keeps squares in range
+    sq = Vs.square().sum(-1)
+    denom = sq[:, :, None] + sq[:, None, :]
+    d2 = (denom - 2 * Vs @ Vs.transpose(1, 2)).clamp_min(0)
+    return (d2 / (2 * torch.where(denom > 0, denom, torch.ones_like(denom)))).sqrt()
+
+
+def _live(V: torch.Tensor, dead_tau: float) -> torch.Tensor:
+    norms = torch.linalg.vector_norm(V.double(), dim=-1)
+    return (norms >= dead_tau * norms.amax(1, keepdim=True)) & (norms > 0)
+
+
+def permutation_rows(rows: Rows, layer: str, V: torch.Tensor, th: Thresholds, V0: torch.Tensor | None,
+                     symmetry: str = "permutation", note: str = "") -> None:
+    """Dead/duplicate units and pair distances of unit vectors ``[M, h, p]``."""
+    M, h = V.shape[:2]
+    pairs = h * (h - 1) // 2
+    dead = (metrics.dead_fraction(V, th.dead_tau).double() * h).round()
+    live = _live(V, th.dead_tau)
+    dist = pair_distances(V)
+    upper = torch.ones(h, h, dtype=torch.bool).triu(1)
+    live_pairs = upper & live[:, :, None] & live[:, None, :]
+    on_plane = live_pairs & (4 * dist.square() < th.unit_tol)
+    # independent_units is exact but slow (pairwise distances without the matmul shortcut); with no
+    # candidate pair within twice the tolerance every live unit is its own group, which it would return
+    if bool((live_pairs & (4 * dist.square() < 2 * th.unit_tol)).any()):
+        independent = metrics.independent_units(V, th.unit_tol, th.dead_tau).double()
+    else:
+        independent = live.sum(1).double()
+    groups = torch.tensor([_groups(on_plane[m] | on_plane[m].T) for m in range(M)], dtype=torch.float64)
+    rows.add(layer, symmetry, "dead_units", dead, of=h, threshold=th.dead_tau, note=note)
+    rows.add(layer, symmetry, "independent_units", independent, of=h, threshold=th.unit_tol, note=note)
+    rows.add(layer, symmetry, "duplicate_units", live.sum(1).double() - independent, of=h, threshold=th.unit_tol, note=note)
+    rows.add(layer, symmetry, "duplicate_groups", groups, of=h // 2, threshold=th.unit_tol, note=note)
+    rows.add(layer, symmetry, "pairs_on_plane", on_plane.sum((1, 2)).double(), of=pairs, threshold=th.unit_tol, note=note)
+    masked = [dist[m][live_pairs[m]] for m in range(M)]
+    rows.add(layer, symmetry, "pair_distance_min", _stat(masked, torch.min), note=note)
+    rows.add(layer, symmetry, "pair_distance_median", _stat(masked, torch.median), note=note)
+    if V0 is not None:
+        d0 = pair_distances(V0)
+        rows.add(layer, symmetry, "origin_on_plane", (upper & (d0 <= th.origin_rtol)).sum((1, 2)).double(), of=pairs,
+                 threshold=th.origin_rtol, note=_ORIGIN_NOTE)
+
+
+_ORIGIN_NOTE = "mirror planes through the decay origin theta_0 (offsets); weight decay favours only those"
+
+
+def _stat(values: list[torch.Tensor], fn) -> torch.Tensor:
+    return torch.tensor([float(fn(v)) if v.numel() else float("nan") for v in values], dtype=torch.float64)
+
+
+def _groups(adjacent: torch.Tensor) -> int:
+    """Connected groups of two or more units on each other's plane."""
+    _, labels = connected_components(adjacent.numpy().astype(np.int8), directed=False)
+    return int((np.bincount(labels) >= 2).sum())
+
+
+def zero_unit_rows(rows: Rows, layer: str, symmetry: str, parts: UnitParts, th: Thresholds,
+                   parts0: UnitParts | None) -> None:
+    """Sign / rescaling: units whose whole block [in, out] is at zero, distances, balance."""
+    V = parts.vectors()
+    h = V.shape[1]
+    norms = torch.linalg.vector_norm(V.double(), dim=-1)
+    total = torch.linalg.vector_norm(norms, dim=1, keepdim=True)
+    dist = norms / torch.where(total > 0, total, torch.ones_like(total))
+    rows.add(layer, symmetry, "zero_units", (metrics.dead_fraction(V, th.dead_tau).double() * h).round(), of=h,
+             threshold=th.dead_tau)
+    rows.add(layer, symmetry, "unit_distance_min", dist.amin(1))
+    rows.add(layer, symmetry, "unit_distance_median", dist.median(1).values)
+    if symmetry == "rescaling":
+        a, b = parts.in_sq(), parts.out_sq()
+        balance = ((a - b).abs() / torch.where(a + b > 0, a + b, torch.ones_like(a)))
+        live = _live(V, th.dead_tau)
+        rows.add(layer, symmetry, "imbalance_median", _stat([balance[m][live[m]] for m in range(len(V))], torch.median),
+                 note="|(|w_in|^2 - |w_out|^2)| / (|w_in|^2 + |w_out|^2) over live units; 0 = balanced")
+    if parts0 is not None:
+        n0 = torch.linalg.vector_norm(parts0.vectors().double(), dim=-1)
+        on = n0 <= th.origin_rtol * n0.amax(1, keepdim=True)
+        rows.add(layer, symmetry, "origin_on_plane", on.sum(1).double(), of=h, threshold=th.origin_rtol, note=_ORIGIN_NOTE)
+
+
+def never_active_rows(rows: Rows, layer: str, amax: torch.Tensor, th: Thresholds, n_inputs: str) -> None:
+    rows.add(layer, "permutation", "never_active", float((amax <= th.active_atol).sum()), of=amax.numel(),
+             threshold=th.active_atol, note=f"activation max |a| <= threshold on the example inputs ({n_inputs})")
+
+
+def rank_rows(rows: Rows, layer: str, symmetry: str, P: torch.Tensor, max_rank: int, th: Thresholds,
+              prefix: str = "") -> None:
+    """Rank family of product matrices ``[M, m, n]`` and the directions switched off."""
+    r = metrics.tau_rank(P, th.rank_tau, th.rank_atol).double()
+    rows.add(layer, symmetry, prefix + "tau_rank", r, threshold=th.rank_tau)
+    rows.add(layer, symmetry, prefix + "erank", metrics.erank(P, th.rank_atol))
+    rows.add(layer, symmetry, prefix + "stable_rank", metrics.stable_rank(P, th.rank_atol))
+    rows.add(layer, symmetry, prefix + "off_directions", max_rank - r, of=max_rank, threshold=th.rank_tau)
+
+
+def direction_distance(G: torch.Tensor) -> torch.Tensor:
+    """min_k sigma_k(G) / ||G||_F over the h inner directions (rows of G ``[M, h, c]``); 0 if h > c."""
+    s = metrics.singular_values(G.double())
+    norm = torch.linalg.vector_norm(s, dim=1)
+    weakest = s[:, -1] if G.shape[1] <= G.shape[2] else torch.zeros_like(norm)
+    return weakest / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
+def origin_directions(G0: torch.Tensor, th: Thresholds) -> torch.Tensor:
+    """Inner directions k with Pi_k G0 = 0: rotation mirror planes through the decay origin ``[M]``."""
+    return G0.shape[1] - metrics.tau_rank(G0.double(), th.origin_rtol).double()
