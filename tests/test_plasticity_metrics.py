@@ -13,7 +13,8 @@ def planted_layer():
 
     Member 0: unit 0 all zero (on the zero plane, hence dead); unit 1 dead by its bias but with large
     weights (dead, NOT on a plane); unit 2 with zero outgoing weights only (neither); units 3 and 4
-    identical (one duplicate); units 5, 6 generic. Member 1: all generic.
+    identical (one duplicate); units 5, 6 generic. Member 1: generic, except unit 6, which is active
+    on about half of the probe inputs only (alive).
     """
     g = torch.Generator().manual_seed(0)
     w_in = torch.randn(2, HIDDEN, IN, generator=g, dtype=torch.float64).abs() + 0.5
@@ -22,6 +23,7 @@ def planted_layer():
     w_in[0, 0], bias[0, 0], w_out[0, :, 0] = 0.0, 0.0, 0.0
     w_in[0, 1], bias[0, 1] = -w_in[0, 1], -1.0  # pre-activation <= -1 for every x >= 0
     w_out[0, :, 2] = 0.0
+    w_in[1, 6] = torch.tensor([1.0, -1.0, 0.0, 0.0], dtype=torch.float64)  # active iff x_0 > x_1
     w_in[0, 4], bias[0, 4], w_out[0, :, 4] = w_in[0, 3], bias[0, 3], w_out[0, :, 3]
     return w_in, bias, w_out
 
