@@ -14,6 +14,8 @@ from symexp.audit.graph import Finding
 from symexp.audit.trace import trace
 from symexp.audit.units import head_blocks, inner_matrices, unit_parts
 
+TRACED = {"run": "traced by running the model", "fx": "traced with torch.fx",
+          "modules": "structure read from module order (not traced)"}
 COLUMNS = ["member", "layer", "symmetry", "measure", "value", "threshold", "count", "of", "note"]
 Tensors = dict[str, torch.Tensor]
 
@@ -71,6 +73,7 @@ def measure(found: Discovery, theta: Tensors, th: ms.Thresholds, theta0: Tensors
         rows.add(name, "unclassified", "parameters", float(theta[name][0].numel()), note=why)
     df = pd.DataFrame(rows.rows, columns=COLUMNS)
     df["count"], df["of"] = df["count"].astype("Int64"), df["of"].astype("Int64")
+    df.attrs["trace"] = TRACED[found.graph.method]
     df.attrs["notes"] = list(found.notes)
     return df
 
