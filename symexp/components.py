@@ -128,3 +128,10 @@ def cross_check(parts: Parts, c: dict) -> None:
         check = getattr(part, "check", None)
         if check is not None:
             check(parts, c)
+
+
+def load(section: str, option: str, **overrides):
+    """The component configs/<section>/<option>.yaml describes, with keys overridden (library use:
+    `load("data", "regression", n_train=100).build(device, dtype)`)."""
+    spec = OmegaConf.to_container(OmegaConf.load(CONFIGS / section / f"{option}.yaml"), resolve=True)
+    return build(section, {**spec, **overrides})

@@ -27,7 +27,8 @@ PARTNERS = {("model", "transformer"): ["data=text"], ("data", "text"): ["model=t
             ("symmetry", "rotation"): ["model=matrix", "data=lowrank_map"],
             ("breaking", "residual"): ["symmetry=rotation", "model=matrix", "data=lowrank_map"],
             ("data", "fashion_mnist"): ["model=mlp"], ("data", "cifar10"): ["model=mlp"],
-            ("model", "mlp"): ["data=fashion_mnist"], ("model", "resnet18"): ["data=fashion_mnist"]}
+            ("model", "mlp"): ["data=fashion_mnist"], ("model", "resnet18"): ["data=fashion_mnist"],
+            ("model", "matrix"): ["data=lowrank_map"], ("data", "lowrank_map"): ["model=matrix"]}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])

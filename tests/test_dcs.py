@@ -9,7 +9,7 @@ from torch import nn
 from symexp.config import ConfigError
 from symexp.plots import dcs as dcs_plot
 from symexp.run import run_job
-from symexp.symmetry import get
+from symexp.components import load
 from symexp.symmetry.dcs import DCS, basis, register_dcs
 from symexp.theory import dcs_threshold
 
@@ -44,11 +44,11 @@ def test_compose_shapes_gradients_and_the_constraint():
     assert torch.allclose(both[1], sym.compose({k: v[1] for k, v in stacked.items()}))
 
 
-def test_get_keeps_names_and_configures_options():
-    assert get("plain").compose({"w": torch.ones(2)}).sum() == 2
-    sym = get({"name": "dcs", "k": 2, "seed": 7})
+def test_load_keeps_names_and_configures_options():
+    assert load("symmetry", "plain").compose({"w": torch.ones(2)}).sum() == 2
+    sym = load("symmetry", "dcs", k=2, seed=7)
     assert (sym.k, sym.seed) == (2, 7)
-    pen = get({"name": "penalty", "k": 1, "seed": 0, "lam": 3.0})
+    pen = load("symmetry", "penalty", k=1, seed=0, lam=3.0)
     w = torch.randn(6, dtype=torch.float64)
     assert torch.allclose(pen.penalty({"weight": w}), 3.0 * (w @ basis(6, 1, 0)).pow(2).sum())
 

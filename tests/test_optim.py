@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from symexp import optim
+from symexp.components import load
 
 LRS, WDS = [1e-3, 3e-3, 1e-2], [0.0, 0.1, 0.5]
 SHAPES = {"w": (4, 3), "b": (5,)}
@@ -62,8 +63,8 @@ def test_coupled_and_decoupled_differ_and_wd_zero_agrees():
 
 
 def test_rule_from_config_and_bad_name():
-    r = optim.rule({"name": "adamw", "betas": [0.9, 0.95], "eps": 1e-8, "batch_size": 16, "schedule": "constant"})
+    r = load("optim", "adamw", betas=[0.9, 0.95], eps=1e-8, batch_size=16).rule()
     assert r == optim.Rule(name="adamw", betas=(0.9, 0.95), eps=1e-8)
-    assert optim.rule({"name": "sgd", "momentum": 0.5}).momentum == 0.5
+    assert load("optim", "sgd", momentum=0.5).rule().momentum == 0.5
     with pytest.raises(ValueError, match="optim.name"):
-        optim.rule({"name": "lion"})
+        load("optim", "sgd", name="lion")

@@ -6,6 +6,8 @@ import pandas as pd
 import torch
 
 from symexp import optim
+from symexp.symmetry.breaking import Intact
+from symexp.symmetry.plain import Plain
 from symexp.data import TensorData
 from symexp.data.images import write_cifar10_like
 from symexp.ensemble import Ensemble, member_table
@@ -29,13 +31,13 @@ def test_block_channel_probe_counts_a_duplicated_channel_once():
     for key, dim in (("conv1.weight", 1), ("bn1.weight", 1), ("bn1.bias", 1), ("conv2.weight", 2)):
         t = theta[p + key]
         t.select(dim, 1).copy_(t.select(dim, 0))  # channel 1 := channel 0 (in, BN and out weights)
-    out = measure(net.probe_views(theta)["layer1.0"], ("units",), {"unit_tol": 0.1, "dead_tau": 0.1})
+    out = measure(net.probe_views(theta)["layer1.0"], ("units",), {"unit_tol": 0.1, "dead_tau": 0.1, "constraint": {"k": 0}})
     assert out["units/independent"].tolist() == [3.0]  # 4 channels, two identical
 
 
 def test_train_step_updates_each_members_batchnorm_statistics():
     data = torch.randn(2, 8, 1, 12, 12)
-    ens = Ensemble(ResNet18(1, 10, width=1 / 16), "plain", {"name": "none", "scale": 0.0},
+    ens = Ensemble(ResNet18(1, 10, width=1 / 16), Plain(), Intact(),
                    member_table(dict(seeds=[0, 1], weight_decays=[0.0], lrs=[0.1], label_noises=[0.0])),
                    "classification", torch.device("cpu"), torch.float64)
     rule = optim.Rule(name="sgd", momentum=0.9)

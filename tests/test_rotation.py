@@ -8,11 +8,12 @@ import torch
 
 from symexp import optim, theory
 from symexp.config import ConfigError, validate
-from symexp.data import build_data
+from symexp.components import load
 from symexp.ensemble import Ensemble, member_table
-from symexp.models import build_model
 from symexp.run import run_job
 from symexp.symmetry import breaking, rotation
+from symexp.symmetry.breaking import Intact, Residual
+from symexp.symmetry.rotation import Rotation
 from symexp.train import measure
 
 TINY = ["experiment=fig1_middle", "data.n_train=40", "data.dim=6", "train.steps=40", "train.eval_every=20",
@@ -20,8 +21,8 @@ TINY = ["experiment=fig1_middle", "data.n_train=40", "data.dim=6", "train.steps=
 
 
 def _data(**kw):
-    cfg = dict(name="lowrank_map", n_train=50, dim=6, spectrum="decay", top=2.0, decay=0.7, rank=3, noise=0.0, seed=0)
-    return build_data({**cfg, **kw}, torch.device("cpu"), torch.float64)
+    cfg = dict(n_train=50, dim=6, spectrum="decay", top=2.0, decay=0.7, rank=3, noise=0.0, seed=0)
+    return load("data", "lowrank_map", **{**cfg, **kw}).build(torch.device("cpu"), torch.float64)
 
 
 def test_compose_shapes_and_rotation_invariance():
@@ -41,22 +42,22 @@ def test_compose_shapes_and_rotation_invariance():
 def test_residual_is_plain_uv_with_v_shifted_by_identity():
     gen = torch.Generator().manual_seed(1)
     raw = {f"weight.{k}": v for k, v in rotation.factor(torch.randn(4, 4, dtype=torch.float64), gen).items()}
-    fixed = breaking.offsets(raw, "residual", 1.0, gen)
+    fixed = Residual(scale=1.0).offsets(raw, gen)
     assert set(fixed) == {"weight.V"} and torch.equal(fixed["weight.V"], torch.eye(4, dtype=torch.float64))
     x = torch.randn(4, dtype=torch.float64)
     u, v = raw["weight.U"], raw["weight.V"]
     w = rotation.compose({s: t for s, t in zip("UV", breaking.shifted(raw, fixed).values())})
     assert torch.allclose(w @ x, u @ (v @ x + x))  # f(x) = U (V x + x)
     with pytest.raises(ValueError, match="square"):
-        breaking.offsets({"weight.V": torch.zeros(3, 4)}, "residual", 1.0, gen)
+        Residual(scale=1.0).offsets({"weight.V": torch.zeros(3, 4)}, gen)
 
 
 def test_lowrank_map_is_whitened_and_its_mse_is_the_summed_error():
     data = _data(noise=0.3, spectrum="rank")
-    x, y, m_hat = data.extras["x64"], data.extras["y64"], data.extras["target"]
+    x, y, m_hat = data.truth.x64, data.truth.y64, data.truth.target
     d, n = 6, 50
     assert torch.allclose(x.T @ x / n, d * torch.eye(d, dtype=torch.float64), atol=1e-10)  # whitened, times d
-    assert torch.allclose(data.extras["teacher_sv"][3:], torch.zeros(3, dtype=torch.float64))
+    assert torch.allclose(data.truth.teacher_sv[3:], torch.zeros(3, dtype=torch.float64))
     w = torch.randn(d, d, dtype=torch.float64)
     mse = (x @ w.T - y).pow(2).mean()  # the engine's loss: mean over n * d elements
     const = (x @ m_hat.T - y).pow(2).mean()
@@ -66,8 +67,7 @@ def test_lowrank_map_is_whitened_and_its_mse_is_the_summed_error():
 def test_gd_on_uv_with_decay_soft_thresholds_the_spectrum():
     data = _data()
     members = member_table(dict(seeds=[0], weight_decays=[0.2, 0.8, 1.6], lrs=[0.1], label_noises=[0.0]))
-    ens = Ensemble(build_model({"name": "matrix", "init_scale": 0.1}, data), "rotation", {"name": "none", "scale": 0.0},
-                   members, "regression", torch.device("cpu"), torch.float64)
+    ens = Ensemble(load("model", "matrix", init_scale=0.1).build(data), Rotation(), Intact(), members, "regression", torch.device("cpu"), torch.float64)
     state = ens.init_state(optim.Rule())
     step = ens.make_step(optim.Rule(), frozenset(ens.raw0), False, False, 1e8, False)
     for _ in range(2000):
@@ -78,7 +78,7 @@ def test_gd_on_uv_with_decay_soft_thresholds_the_spectrum():
     # at a rate >= 2 lr 0.06 per step: after 2000 steps the error is round-off
     assert ref["ref/spectrum/max_rel_diff"].max() < 1e-6
     assert ref["ref/spectrum/rank@0.001"].tolist() == [6, 5, 3]
-    sv = measure(w, ("spectrum",), {})
+    sv = measure(w, ("spectrum",), {"constraint": {"k": 0}})
     assert torch.allclose(torch.stack([sv[f"spectrum/sv{i}"] for i in range(6)], 1),
                           torch.stack([ref[f"ref/spectrum/sv{i}"] for i in range(6)], 1), atol=2e-6)
 

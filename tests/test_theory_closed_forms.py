@@ -9,7 +9,7 @@ import torch
 from torch.func import hessian
 
 from symexp import theory
-from symexp.data import build_data
+from symexp.components import load
 from symexp.models.tanh_net import mse
 
 
@@ -62,11 +62,11 @@ def _gd_norm(x: torch.Tensor, y: torch.Tensor, gamma: float, steps: int = 1500, 
 
 
 def test_gamma_star_separates_gd_runs_just_above_and_below():
-    data = build_data(dict(name="tanh_teacher", n_train=128, dim=2, width=2, noise=0.3, xy_norm=0.8, seed=0),
+    data = load("data", "tanh_teacher", n_train=128, dim=2, width=2, noise=0.3, xy_norm=0.8, seed=0).build(
                       torch.device("cpu"), torch.float64)
     x, y = data.x, data.y
     star = float(theory.dead_unit_gamma_stars(x, y, torch.zeros(1, 3, dtype=torch.float64))[0])
-    assert star == pytest.approx(0.8, rel=1e-12) and data.extras["gamma_star"] == pytest.approx(0.8, rel=1e-12)
+    assert star == pytest.approx(0.8, rel=1e-12) and data.truth.gamma_star == pytest.approx(0.8, rel=1e-12)
     assert _gd_norm(x, y, 1.05 * star) < 1e-6
     assert _gd_norm(x, y, 0.95 * star) > 1e-2
 
@@ -92,9 +92,9 @@ def test_lyapunov_exponent_window_and_eta_star_on_a_two_point_curvature():
 def test_batch_curvatures_of_a_scalar_unit_are_minus_twice_the_batch_mean_of_x_y():
     """d = 1: the minibatch breaking block is [[0, -2 c_B], [-2 c_B, 0]], c_B = mean_B(x y); read along the
     expected unstable direction, h_B = -2 c_B (for E[x y] > 0). Whole epochs make E_B[h_B] exact."""
-    data = build_data(dict(name="tanh_teacher", n_train=64, dim=1, width=1, noise=3.0, xy_norm=0.25, seed=0),
+    data = load("data", "tanh_teacher", n_train=64, dim=1, width=1, noise=3.0, xy_norm=0.25, seed=0).build(
                       torch.device("cpu"), torch.float64)
-    x, y = data.extras["x64"], data.extras["y64"]
+    x, y = data.truth.x64, data.truth.y64
     xy = x[:, 0] * y
     assert float(xy.mean()) == pytest.approx(0.25, rel=1e-12)
     one = theory.batch_curvatures(x, y, 1, n_batches=64)  # one epoch: every sample once
