@@ -1,18 +1,19 @@
-"""`make reproduce`: every experiment of every figure at one scale -> tables, figures, claim ledger, report.
+"""`make reproduce`: every experiment of the registry at one scale -> tables, figures, claim ledger, report.
 
     python scripts/reproduce.py --scale quick      # CPU, minutes
     python scripts/reproduce.py --scale paper      # GPU-sized
-    python scripts/reproduce.py --only dcs         # one figure (repeatable)
+    python scripts/reproduce.py --only dcs         # one table and its experiments (repeatable)
+    python scripts/reproduce.py --configs DIR      # also the experiments of DIR/experiment/*.yaml
 
-The list of experiments lives in one place: symexp.plots.FIGURES (a figure and the experiments
-feeding its table). Finished jobs are skipped on a rerun, so an interrupted reproduce resumes.
-It ends with results/claims.csv, results/figures/*.png|pdf and results/REPORT.md, and compares the
-claims' pass/fail with the committed results/reference/claims.csv.
+The experiments, the table each feeds, its figure and its claims come from one place: the `report:`
+block of each experiment YAML (symexp.experiments). Finished jobs are skipped on a rerun, so an
+interrupted reproduce resumes. It ends with results/claims.csv, results/figures/*.png|pdf and
+results/REPORT.md, compares the claims' pass/fail with the committed results/reference/claims.csv,
+and exits non-zero when a job, a collect, a figure or a claims step failed.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
 import subprocess
@@ -21,29 +22,25 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
-from symexp import cli, plots, report
+from symexp import cli, experiments, report
+from symexp.errors import UserError
 from symexp.results import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "configs"
 REFERENCE = ROOT / "results" / "reference"
 
 
-def sweep_size(exp: str, scale: str) -> int:
-    """Jobs in the experiment's own sweep (hydra.sweeper.params of its config and its scaled/ layer)."""
-    layers = [CONFIGS / "experiment" / f"{exp}.yaml", CONFIGS / "scaled" / f"{exp}_{scale}.yaml"]
-    cfg = OmegaConf.merge(*[OmegaConf.load(f) for f in layers if f.exists()])
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    return math.prod(len(str(v).split(",")) for v in params.values())
-
-
-def run_experiment(exp: str, scale: str, results: Path, jobs: int, overrides: list[str]) -> bool:
+def run_experiment(registry: experiments.Registry, exp: str, scale: str, results: Path, jobs: int,
+                   overrides: list[str]) -> bool:
     cmd = [sys.executable, "-m", "symexp.run", "-m", f"experiment={exp}", f"scale={scale}",
-           f"paths.results={results}", *overrides]
+           f"paths.results={results}", *registry.searchpath(), *overrides]
     env = dict(os.environ)
-    jobs = min(jobs, sweep_size(exp, scale))
+    try:
+        jobs = min(jobs, experiments.sweep_size(registry, exp, scale, overrides))
+    except UserError as e:
+        print(f"reproduce: {e}", file=sys.stderr)
+        return False
     if jobs > 1:  # jobs side by side, one thread each: small models do not scale over threads
         cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
         env["OMP_NUM_THREADS"] = "1"
@@ -55,17 +52,54 @@ def reference_note(ledger_path: Path, scale: str) -> str:
     if scale != "quick" or not ref.exists():
         return ""
     differ, n = report.compare_with_reference(pd.read_csv(ledger_path), pd.read_csv(ref))
+    if not n:
+        return "No check of this run is in the committed reference run (results/reference/claims.csv)."
     if not differ:
         return f"Pass/fail of all {n} checks matches the committed reference run (results/reference/claims.csv)."
     return (f"{len(differ)} of {n} checks differ from the committed reference run:\n\n"
             + "\n".join(f"- {d}" for d in differ))
 
 
+def run_tables(registry, tables, args, results: Path, timings: dict) -> list[str] | None:
+    """Run each table's experiments and collect them into results/tables/<table>.parquet; the failed
+    experiments, or None when a collect failed (its table would be stale)."""
+    failed = []
+    for i, table in enumerate(tables, 1):
+        sweeps = []
+        for exp in table.experiments:
+            print(f"== [{i}/{len(tables)}] {table.name}: experiment {exp} (scale={args.scale})", flush=True)
+            tic = time.time()
+            if not run_experiment(registry, exp, args.scale, results, args.jobs, args.overrides):
+                failed.append(f"experiment {exp}")
+            timings[exp] = time.time() - tic
+            print(f"== {exp}: {timings[exp]:.0f} s", flush=True)
+            sweeps.append(str(results / "runs" / args.scale / exp))
+        if cli.main(["collect", *sweeps, "-o", str(results / "tables" / f"{table.name}.parquet")]) != 0:
+            return None
+    return failed
+
+
+def figures_and_claims(tables, args, results: Path) -> list[str]:
+    """Draw each table's figure and write the ledger of every table's claims; the failed steps."""
+    failed, tables_dir = [], results / "tables"
+    configs = [a for d in args.configs for a in ("--configs", d)]
+    for table in (t for t in tables if t.plot):
+        if cli.main(["plot", table.name, "--tables", str(tables_dir), "--out", str(results / "figures"), *configs]):
+            failed.append(f"plot {table.name}")
+    ledger = results / "claims.csv"
+    ledger.unlink(missing_ok=True)  # a failed step must not leave the last run's ledger to be reported
+    if cli.main(["claims", "--tables", str(tables_dir), "--out", str(ledger), *configs]) != 0:
+        failed.append("claims")
+    return failed
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--scale", default="quick", choices=["quick", "paper"])
     p.add_argument("--results", default=str(ROOT / "results"), help="results root (runs/, tables/, figures/)")
-    p.add_argument("--only", action="append", choices=list(plots.FIGURES), help="a figure to run (repeatable)")
+    p.add_argument("--only", action="append", metavar="TABLE", help="a table to run (repeatable)")
+    p.add_argument("--configs", action="append", default=[], metavar="DIR",
+                   help="a config dir whose experiment/*.yaml join the registry (repeatable)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="jobs of one sweep run side by side (joblib launcher) when > 1")
     p.add_argument("--started", type=float, help="epoch seconds the whole run started (make passes the "
@@ -73,34 +107,30 @@ def main() -> int:
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every experiment")
     args = p.parse_args()
     results, start = Path(args.results), args.started or time.time()
-    figures = args.only or list(plots.FIGURES)
-    timings, failed = {}, []
-    for i, name in enumerate(figures, 1):
-        sweeps = []
-        for exp in plots.FIGURES[name].EXPERIMENTS:
-            print(f"== [{i}/{len(figures)}] {name}: experiment {exp} (scale={args.scale})", flush=True)
-            tic = time.time()
-            if not run_experiment(exp, args.scale, results, args.jobs, args.overrides):
-                failed.append(exp)
-            timings[exp] = time.time() - tic
-            print(f"== {exp}: {timings[exp]:.0f} s", flush=True)
-            sweeps.append(str(results / "runs" / args.scale / exp))
-        if cli.main(["collect", *sweeps, "-o", str(results / "tables" / f"{name}.parquet")]) != 0:
-            return 1
-    tables, figs, ledger = results / "tables", results / "figures", results / "claims.csv"
-    for name in figures:
-        cli.main(["plot", name, "--tables", str(tables), "--out", str(figs)])
-    cli.main(["claims", "--tables", str(tables), "--out", str(ledger)])
+    try:
+        registry = experiments.discover(args.configs)
+        tables = [registry.table(name) for name in args.only] if args.only else list(registry.tables.values())
+    except UserError as e:
+        print(f"reproduce: {e}", file=sys.stderr)
+        return 2
+    timings: dict[str, float] = {}
+    failed = run_tables(registry, tables, args, results, timings)
+    if failed is None:
+        return 1
+    failed += figures_and_claims(tables, args, results)
+    ledger = results / "claims.csv"
+    if not ledger.exists():
+        print("reproduce: no claim ledger was written; no report", file=sys.stderr)
+        return 1
     note = reference_note(ledger, args.scale)
     total = time.time() - start
     command = "scripts/reproduce.py " + shlex.join(sys.argv[1:])
-    write_text(results / "REPORT.md", report.build(results, args.scale, timings, total, command, note))
+    write_text(results / "REPORT.md", report.build(results, args.scale, timings, total, command, note, registry))
     print(note)
     print(f"reproduce: scale={args.scale} finished in {total:.0f} s ({total / 60:.1f} min, set-up included "
           f"when run by make) -> {results / 'REPORT.md'}")
     if failed:
-        print(f"reproduce: experiments with failing jobs: {', '.join(failed)} (see the summary above each)",
-              file=sys.stderr)
+        print(f"reproduce: failed steps: {', '.join(failed)} (see the messages above each)", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -2,17 +2,25 @@
 
     symexp collect results/runs/quick/fig1_left -o results/tables/fig1_left.parquet
     symexp plot fig1_left            # reads results/tables/fig1_left.parquet only
-    symexp claims                    # every figure's checks -> results/claims.csv
+    symexp plot all                  # every table of the registry that has a figure
+    symexp claims                    # every table's checks -> results/claims.csv
+
+The tables, their figures and their claims come from the experiment registry (symexp.experiments):
+the `report:` block of each configs/experiment/*.yaml. `--configs DIR` (repeatable) adds the
+experiments of DIR/experiment/*.yaml, e.g. ones defined outside this package.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from symexp import plots
+from symexp import experiments
+from symexp.claims import LEDGER_COLUMNS, ClaimError
+from symexp.errors import UserError
 from symexp.results import CollectError, collect, write_parquet, write_text
 
 RESULTS = Path("results")
@@ -37,62 +45,110 @@ def cmd_collect(args) -> int:
     return 0
 
 
-def read_table(tables: Path, figure: str) -> pd.DataFrame:
-    path = tables / f"{figure}.parquet"
+def table_path(tables: Path, name: str) -> Path:
+    return Path(tables) / f"{name}.parquet"
+
+
+def read_table(tables: Path, name: str) -> pd.DataFrame:
+    path = table_path(tables, name)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no table; run the experiment and `symexp collect` it first")
     return pd.read_parquet(path)
 
 
 def cmd_plot(args) -> int:
-    names = list(plots.FIGURES) if args.figure == "all" else [args.figure]
-    for name in names:
-        if name not in plots.FIGURES:
-            print(f"symexp plot: unknown figure {name!r}; allowed: all, {', '.join(plots.FIGURES)}", file=sys.stderr)
-            return 2
+    registry = experiments.discover(args.configs)
+    with_figure = [t for t in registry.tables.values() if t.plot]
+    if args.table == "all":
+        tables = with_figure
+    elif registry.table(args.table).plot:
+        tables = [registry.table(args.table)]
+    else:
+        raise experiments.RegistryError(f"table {args.table!r} has no figure (report.plot is null); tables with one: "
+                                        f"{', '.join(t.name for t in with_figure)}")
+    for table in tables:
+        draw = experiments.draw_function(table)
         try:
-            table = read_table(Path(args.tables), name)
+            rows = read_table(Path(args.tables), table.name)
         except FileNotFoundError as e:
             print(f"symexp plot: {e}", file=sys.stderr)
             return 2
-        for path in plots.FIGURES[name].draw(table, Path(args.out)):
+        for path in draw(rows, Path(args.out)):
             print(path)
     return 0
 
 
-def cmd_claims(args) -> int:
-    rows = []
-    for name, fig in plots.FIGURES.items():
+def ledger_rows(table: experiments.Table, rows: pd.DataFrame) -> tuple[list[dict], list[str]]:
+    """The ledger rows of every check of `table` that applies, and one line per check that could not
+    be measured."""
+    out, problems = [], []
+    for check in experiments.checks(table):
         try:
-            table = read_table(Path(args.tables), name)
-        except FileNotFoundError as e:
-            print(f"symexp claims: skipping {name}: {e}", file=sys.stderr)
+            row = check.row(rows, table.name)
+        except ClaimError as e:
+            problems.append(str(e))
             continue
-        rows.extend(dict(figure=name, **r) for r in fig.claims(table))
-    ledger = pd.DataFrame(rows, columns=["claim", "check", "figure", "statement", "measured", "threshold", "passed"])
+        if row is not None:
+            out.append(row)
+    return out, problems
+
+
+def cmd_claims(args) -> int:
+    registry = experiments.discover(args.configs)
+    rows, problems = [], []
+    for table in registry.tables.values():
+        if not table.claims:
+            continue
+        experiments.checks(table)  # a missing module is an error even when its table is missing
+        if not table_path(Path(args.tables), table.name).exists():
+            print(f"symexp claims: skipping {table.name}: no table {table_path(Path(args.tables), table.name)}",
+                  file=sys.stderr)
+            continue
+        found, failed = ledger_rows(table, read_table(Path(args.tables), table.name))
+        rows += found
+        problems += failed
+    ledger = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
     write_text(Path(args.out), ledger.to_csv(index=False))
-    print(ledger[["claim", "check", "measured", "threshold", "passed"]].to_string(index=False))
-    return 0
+    print(ledger[["claim", "check", "kind", "measured", "op", "threshold", "passed"]].to_string(index=False))
+    for p in problems:
+        print(f"symexp claims: {p}", file=sys.stderr)
+    return 2 if problems else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _registry_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--configs", action="append", default=[], metavar="DIR",
+                   help="a config dir whose experiment/*.yaml join the registry (repeatable)")
+    p.add_argument("--tables", default=str(RESULTS / "tables"))
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="symexp", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("collect", help="gather every job's rows of one or more sweep dirs into one tidy table")
     c.add_argument("sweep_dirs", nargs="+")
     c.add_argument("-o", "--out", help="output parquet (default: <first sweep dir>/table.parquet)")
     c.set_defaults(fn=cmd_collect)
-    pl = sub.add_parser("plot", help="draw a figure from its collected table")
-    pl.add_argument("figure", help=f"all | {' | '.join(plots.FIGURES)}")
-    pl.add_argument("--tables", default=str(RESULTS / "tables"))
+    pl = sub.add_parser("plot", help="draw a table's figure from the collected table alone")
+    pl.add_argument("table", help="a table of the registry, or all")
+    _registry_args(pl)
     pl.add_argument("--out", default=str(RESULTS / "figures"))
     pl.set_defaults(fn=cmd_plot)
-    cl = sub.add_parser("claims", help="evaluate every figure's claims into the ledger")
-    cl.add_argument("--tables", default=str(RESULTS / "tables"))
+    cl = sub.add_parser("claims", help="evaluate every table's checks into the ledger")
+    _registry_args(cl)
     cl.add_argument("--out", default=str(RESULTS / "claims.csv"))
     cl.set_defaults(fn=cmd_claims)
-    args = p.parse_args(argv)
-    return args.fn(args)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except UserError as e:
+        if os.environ.get("SYMEXP_DEBUG") == "1":
+            raise
+        print(f"symexp {args.cmd}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

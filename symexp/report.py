@@ -1,7 +1,9 @@
 """results/REPORT.md: one page generated from what a reproduce run left on disk, never hand-edited.
 
-It holds the wall time, the device and software versions, the claim ledger, every figure, and the
-exact configuration of each experiment (its command, its swept axes, and one job's resolved config).
+It holds the wall time, the device and software versions, the claim ledger (the paper's claims counted
+apart from our controls and informational checks), every figure, and the exact configuration of each
+experiment (its command, its swept axes, and one job's resolved config). Which tables, figures and
+experiments there are comes from the experiment registry (symexp.experiments).
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from symexp import plots
+from symexp import experiments
+from symexp.claims import KINDS
 
 PACKAGES = ("torch", "hydra-core", "omegaconf", "numpy", "pandas", "pyarrow", "scikit-learn", "matplotlib", "wandb")
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,12 +69,24 @@ def fmt(v) -> str:
     return str(v)
 
 
+KIND_TITLES = {"paper": "The paper's claims", "control": "Controls (ours: baselines and symmetry-breaking controls)",
+               "informational": "Informational (hypotheses and disclosures of ours, not claims of the paper)"}
+
+
 def claims_section(ledger: pd.DataFrame) -> str:
-    passed = int(ledger.passed.astype(bool).sum())
-    rows = [[r.claim, r.check, fmt(r.measured), fmt(r.threshold), "pass" if r.passed else "**FAIL**", r.statement]
-            for r in ledger.itertuples()]
-    return (f"{passed} of {len(ledger)} checks pass. A failed check is a measured result, reported as is.\n\n"
-            + md_table(rows, ["claim", "check", "measured", "threshold", "result", "what is measured"]))
+    passed = ledger.passed.astype(bool)
+    per_kind = {k: (int(passed[ledger.kind == k].sum()), int((ledger.kind == k).sum())) for k in KINDS}
+    parts = [f"{int(passed.sum())} of {len(ledger)} checks pass; the paper's claims: {per_kind['paper'][0]} of "
+             f"{per_kind['paper'][1]}. A failed check is a measured result, reported as is; a check passes when "
+             "`measured <op> threshold`."]
+    for kind in KINDS:
+        rows = [[r.claim, r.check, fmt(r.measured), fmt(r.threshold), "pass" if r.passed else "**FAIL**",
+                 f"{r.op} {fmt(r.threshold)}", r.statement] for r in ledger[ledger.kind == kind].itertuples()]
+        if rows:
+            parts.append(f"### {KIND_TITLES[kind]}: {per_kind[kind][0]} of {per_kind[kind][1]} pass\n\n"
+                         + md_table(rows, ["claim", "check", "measured", "threshold", "result", "passes if measured",
+                                           "what is measured"]))
+    return "\n\n".join(parts)
 
 
 def experiment_section(results: Path, scale: str, exp: str, wall_s: float | None) -> str:
@@ -96,8 +111,9 @@ def experiment_section(results: Path, scale: str, exp: str, wall_s: float | None
 
 
 def build(results: Path, scale: str, timings: dict[str, float], total_s: float, command: str,
-          reference: str = "") -> str:
+          reference: str = "", registry: experiments.Registry | None = None) -> str:
     results = Path(results)
+    registry = registry or experiments.discover()
     ledger = pd.read_csv(results / "claims.csv")
     per_exp = md_table([[exp, f"{s:.0f}"] for exp, s in timings.items()], ["experiment", "wall time (s)"])
     sections = [
@@ -111,11 +127,11 @@ def build(results: Path, scale: str, timings: dict[str, float], total_s: float, 
             *[[k, v] for k, v in versions().items()]], ["", ""]) + "\n\n" + per_exp,
         "## Claims (results/claims.csv)\n\n" + claims_section(ledger) + (f"\n\n{reference}" if reference else ""),
         "## Figures\n\n" + "\n\n".join(
-            f"### {name}\n\n![{name}](figures/{name}.png)" for name in plots.FIGURES
-            if (results / "figures" / f"{name}.png").exists()),
+            f"### {name}\n\n![{name}](figures/{name}.png)" for name, table in registry.tables.items()
+            if table.plot and (results / "figures" / f"{name}.png").exists()),
         "## Configurations\n\n" + "\n\n".join(
             experiment_section(results, scale, exp, timings.get(exp))
-            for fig in plots.FIGURES.values() for exp in fig.EXPERIMENTS
+            for table in registry.tables.values() for exp in table.experiments
             if (results / "runs" / scale / exp).exists()),
     ]
     return "\n\n".join(sections) + "\n"
@@ -123,9 +139,14 @@ def build(results: Path, scale: str, timings: dict[str, float], total_s: float, 
 
 def compare_with_reference(ledger: pd.DataFrame, reference: pd.DataFrame) -> tuple[list[str], int]:
     """Checks whose pass/fail differs from the reference ledger (matched on claim + check), and how
-    many checks were compared."""
+    many checks were compared. The reference may be of the older format (a `figure` column, no kind)."""
     key = ["claim", "check"]
-    both = ledger.merge(reference, on=key, suffixes=("", "_ref"))
+    both = ledger.merge(reference[key + ["passed"]], on=key, suffixes=("", "_ref"))
     differ = both[both.passed.astype(bool) != both.passed_ref.astype(bool)]
     return [f"{r.claim}/{r.check}: {'pass' if r.passed else 'fail'} here, "
             f"{'pass' if r.passed_ref else 'fail'} in the reference" for r in differ.itertuples()], len(both)
+
+
+def ledger_tables(ledger: pd.DataFrame) -> pd.Series:
+    """Each row's table: the `table` column, or `figure` in ledgers written before the registry."""
+    return ledger["table"] if "table" in ledger else ledger["figure"]

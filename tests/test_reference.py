@@ -7,19 +7,21 @@ import subprocess
 import pandas as pd
 
 from conftest import PYTHON, ROOT, cli_env
-from symexp import plots
-from symexp.report import compare_with_reference
+from symexp import experiments
+from symexp.report import compare_with_reference, ledger_tables
 
 REFERENCE = ROOT / "results" / "reference"
-# rerun here: the figure whose quick sweep is cheapest; `make reproduce` compares every claim
+# rerun here: the table whose quick sweep is cheapest; `make reproduce` compares every claim
 RERUN = "dcs"
 
 
 def test_reference_covers_every_figure_and_claim():
     ledger = pd.read_csv(REFERENCE / "claims.csv")
-    assert set(ledger.figure) == set(plots.FIGURES), "refresh results/reference with `make reference`"
+    tables = experiments.discover().tables.values()
+    with_claims = {t.name for t in tables if t.claims}
+    assert set(ledger_tables(ledger)) == with_claims, "refresh results/reference with `make reference`"
     report = (REFERENCE / "REPORT.md").read_text()
-    for name in plots.FIGURES:
+    for name in (t.name for t in tables if t.plot):
         assert (REFERENCE / "figures" / f"{name}.png").stat().st_size > 10_000
         assert f"](figures/{name}.png)" in report
     assert report.count("| pass |") + report.count("| **FAIL** |") == len(ledger)
@@ -32,5 +34,5 @@ def test_fresh_quick_run_reproduces_reference_pass_fail(tmp_path):
     ledger = pd.read_csv(tmp_path / "claims.csv")
     reference = pd.read_csv(REFERENCE / "claims.csv")
     differ, compared = compare_with_reference(ledger, reference)
-    assert compared == (reference.figure == RERUN).sum() > 0
+    assert compared == (ledger_tables(reference) == RERUN).sum() > 0
     assert not differ, differ

@@ -5,7 +5,14 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from symexp import report
+from symexp.claims import LEDGER_COLUMNS
 from symexp.results import write_text
+
+
+PAPER_PASS = dict(claim="C7", check="dcs_exact", kind="paper", table="dcs", statement="s | with a pipe",
+                  measured=2e-16, op="<", threshold=1e-6, passed=True)
+PAPER_FAIL = dict(claim="C6", check="coupled", kind="paper", table="transformer", statement="t", measured=2.0,
+                  op="<=", threshold=0.0, passed=False)
 
 
 def fake_sweep(results, exp, params):
@@ -19,10 +26,7 @@ def fake_sweep(results, exp, params):
 def test_report_lists_claims_configs_and_timings(tmp_path):
     fake_sweep(tmp_path, "dcs", {"symmetry": "dcs,plain"})
     fake_sweep(tmp_path, "transformer", None)  # a single-job experiment: no sweeper params
-    ledger = pd.DataFrame([dict(claim="C7", check="dcs_exact", figure="dcs", statement="s | with a pipe",
-                                measured=2e-16, threshold=1e-6, passed=True),
-                           dict(claim="C6", check="coupled", figure="transformer", statement="t",
-                                measured=2.0, threshold=0.0, passed=False)])
+    ledger = pd.DataFrame([PAPER_PASS, PAPER_FAIL], columns=LEDGER_COLUMNS)
     ledger.to_csv(tmp_path / "claims.csv", index=False)
     text = report.build(tmp_path, "quick", {"dcs": 12.0, "transformer": 60.0}, 75.0, "make reproduce", "note")
     assert "1 of 2 checks pass" in text and "| C6 | coupled | 2 | 0 | **FAIL** |" in text
@@ -30,3 +34,21 @@ def test_report_lists_claims_configs_and_timings(tmp_path):
     assert "`symmetry` ∈ {dcs,plain}" in text and "the 2 jobs differ only in the swept keys" in text
     assert "### `transformer` (60 s)" in text and "name: transformer" in text
     assert "75 s (1.2 min)" in text and "torch" in text and "note" in text
+
+
+def test_report_counts_the_papers_claims_apart(tmp_path):
+    """A refuted hypothesis of ours and a failed control do not read as failed claims of the paper."""
+    ledger = pd.DataFrame([PAPER_PASS, dict(PAPER_FAIL, passed=True),
+                           dict(claim="C1", check="offset_control", kind="control", table="fig1_left",
+                                statement="c", measured=0.9, op="<", threshold=0.5, passed=False),
+                           dict(claim="C4", check="hypothesis", kind="informational", table="fig1_middle",
+                                statement="i", measured=4.0, op="<=", threshold=0.0, passed=False)],
+                          columns=LEDGER_COLUMNS)
+    ledger.to_csv(tmp_path / "claims.csv", index=False)
+    text = report.build(tmp_path, "quick", {}, 1.0, "make reproduce")
+    assert "2 of 4 checks pass; the paper's claims: 2 of 2" in text
+    claims = text.split("## Claims")[1].split("## Figures")[0]
+    paper, control, info = claims.split("### ")[1:]
+    assert paper.startswith("The paper's claims: 2 of 2 pass") and "| C6 | coupled | 2 | 0 | pass | <= 0 |" in paper
+    assert ": 0 of 1 pass" in control and "| C1 | offset_control | 0.9 | 0.5 | **FAIL** | < 0.5 |" in control
+    assert info.startswith("Informational") and "| C4 | hypothesis |" in info

@@ -1,5 +1,5 @@
-"""DCS (paper.md 5, our experiment): |O^T theta| vs gamma for DCS, plain L2 and the soft penalty, and
-its claims (C7) — from the tidy table alone.
+"""DCS (paper.md 5, our experiment): |O^T theta| vs gamma for DCS, plain L2 and the soft penalty (claims
+C7: symexp.claims.dcs) — from the tidy table alone.
 
 (a) |O^T theta| vs gamma (log-log; exact zeros floored at FLOOR for display) with the predicted
     threshold gamma* (symexp.theory.dcs_threshold); (b) task (train) loss vs gamma; (c) |O^T theta|
@@ -16,30 +16,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
-from symexp.plots import band, final, save  # noqa: E402
+from symexp.claims.dcs import EXACT, LOOSE, LOSS, METHODS, NORM, gamma_star, per_member  # noqa: E402
+from symexp.plots import band, save  # noqa: E402
 
-EXPERIMENTS = ("dcs",)
-NORM, LOSS, THRESHOLD = "constraint/norm", "loss/train", "ref/dcs/threshold"
-EXACT, LOOSE = 1e-6, 1e-3  # C7: DCS below EXACT, the baselines above LOOSE
 FLOOR = 1e-18  # display floor for exact zeros on the log axis (float64 rounding is ~1e-16)
-STYLES = {"dcs": ("DCS: (I−OOᵀ)w + O(a⊙b)", "C0"), "plain": ("plain L2 on θ", "C1"),
-          "penalty": ("plain L2 + λ‖Oᵀθ‖²", "C2")}
-
-
-def _per_member(t: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, member): gamma, seed, |O^T theta|, task loss at the last step."""
-    keep = t[t.metric.isin([NORM, LOSS])]
-    return keep.pivot_table(index=["symmetry", "member", "seed", "gamma"], columns="metric",
-                            values="value").reset_index()
+COLORS = {"dcs": "C0", "plain": "C1", "penalty": "C2"}
 
 
 def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    t = final(table[table.experiment.isin(EXPERIMENTS)])
-    m = _per_member(t)
-    gamma_star = t[t.metric == THRESHOLD]["value"].iloc[0]
+    m, star = per_member(table), gamma_star(table)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for sym, (label, color) in STYLES.items():
-        s = m[m.symmetry == sym]
+    for sym, label in METHODS.items():
+        s, color = m[m.symmetry == sym], COLORS[sym]
         if not len(s):
             continue
         axes[0].scatter(s.gamma, s[NORM].clip(lower=FLOOR), color=color, s=12, alpha=0.7)
@@ -48,7 +36,7 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
         band(axes[1], s.rename(columns={LOSS: "value"}), "gamma", color=color, label=label)
         axes[2].scatter(s[LOSS], s[NORM].clip(lower=FLOOR), color=color, s=12, label=label)
     for ax in axes[:2]:
-        ax.axvline(gamma_star, color="k", ls="--", lw=1, label=f"predicted γ* = {gamma_star:.3f}")
+        ax.axvline(star, color="k", ls="--", lw=1, label=f"predicted γ* = {star:.3f}")
     for ax in (axes[0], axes[2]):
         ax.axhline(EXACT, color="grey", ls=":", lw=1)
         ax.axhline(LOOSE, color="grey", ls="-.", lw=1)
@@ -67,29 +55,3 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     fig.suptitle("DCS: an artificial mirror symmetry makes Oᵀθ = 0 exact above γ* (k = 5 random O, dense "
                  "linear regression; every seed shown)")
     return save(fig, out_dir, "dcs")
-
-
-def claims(table: pd.DataFrame) -> list[dict]:
-    t = final(table[table.experiment.isin(EXPERIMENTS)])
-    m = _per_member(t)
-    gamma_star = float(t[t.metric == THRESHOLD]["value"].iloc[0])
-    above = m[(m.symmetry == "dcs") & (m.gamma > gamma_star)]
-    below = m[(m.symmetry == "dcs") & (m.gamma < gamma_star)]
-    budget = above[LOSS].max()  # the largest task loss DCS pays anywhere above the threshold
-    rows = [dict(claim="C7", check="dcs_exact",
-                 statement=f"DCS with L2 γ on (w, a, b): max ‖Oᵀθ‖ over every member with γ > predicted γ* = "
-                           f"{gamma_star:.4f} (all seeds)",
-                 measured=above[NORM].max(), threshold=EXACT, passed=bool(above[NORM].max() < EXACT)),
-            dict(claim="C7", check="dcs_below",
-                 statement="the threshold is sharp: min ‖Oᵀθ‖ of DCS over members with γ < γ*",
-                 measured=below[NORM].min(), threshold=LOOSE, passed=bool(below[NORM].min() > LOOSE))]
-    for sym, check in (("plain", "plain_budget"), ("penalty", "penalty_budget")):
-        within = m[(m.symmetry == sym) & (m[LOSS] <= budget)]
-        best = within[NORM].min()
-        rows.append(dict(
-            claim="C7", check=check,
-            statement=f"same task loss budget: min ‖Oᵀθ‖ of {STYLES[sym][0]} over all its members (any γ, seed) "
-                      f"whose train loss ≤ {budget:.4g}, the largest train loss of a DCS member above γ* "
-                      f"({len(within)} members qualify)",
-            measured=best, threshold=LOOSE, passed=bool(len(within) > 0 and best > LOOSE)))
-    return rows

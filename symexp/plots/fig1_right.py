@@ -1,5 +1,5 @@
-"""Figure 1 (right): permutation symmetry -> homogeneous ensembling, and its claims (C5) — from the
-tidy table alone.
+"""Figure 1 (right): permutation symmetry -> homogeneous ensembling (claims C5: symexp.claims.fig1_right)
+— from the tidy table alone.
 
 (a-c) penultimate-feature correlation over the test subset (one member: the first seed), rows and
 columns reordered by average-linkage clustering on 1 - |corr|: symmetric model at wd = 0, at the
@@ -21,34 +21,25 @@ import pandas as pd  # noqa: E402
 from scipy.cluster.hierarchy import leaves_list, linkage  # noqa: E402
 from scipy.spatial.distance import squareform  # noqa: E402
 
-from symexp.plots import final, largest_rise, save  # noqa: E402
+from symexp.claims import final  # noqa: E402
+from symexp.claims.fig1_right import MLP, RESNET, units_vs_wd  # noqa: E402
+from symexp.metrics import names  # noqa: E402
+from symexp.plots import save  # noqa: E402
 
-EXPERIMENTS = ("fig1_right", "fig1_right_resnet")
-MLP, RESNET = EXPERIMENTS
-UNITS = "units/independent"
-# C5: symmetric drops >= 10 % by the largest wd; broken <= 2 %. Fixed after the first quick MLP run
-# (before any ResNet run) and not changed since; the ledger says so.
-MIN_DROP, MAX_BROKEN_DROP = 0.10, 0.02
-SET_AFTER = " [threshold fixed after the first quick MLP run, before any ResNet run]"
 STYLES = {"none": ("symmetric", "-"), "offset": ("broken: fixed offset θ + b", "--"),
           "mask": ("broken: W-Asym pinned entries", ":")}
-CONTROLS = ("offset", "mask")
-
-
-def units_vs_wd(t: pd.DataFrame, experiment: str) -> pd.DataFrame:
-    """Seed-mean independent units at the last step: index (breaking, weight_decay), one column per layer."""
-    u = t[(t.experiment == experiment) & (t.metric == UNITS)]
-    return u.pivot_table(index=["breaking", "weight_decay"], columns="layer", values="value", aggfunc="mean")
+NEAR = 0.99  # the heatmap titles count pairs with |corr| above this
 
 
 def correlation(t: pd.DataFrame, experiment: str, breaking: str, wd: float) -> np.ndarray | None:
     """The stored penultimate correlation matrix of the first seed's member, or None if not written."""
-    rows = t[(t.experiment == experiment) & (t.breaking == breaking) & (t.weight_decay == wd)
-             & t.metric.str.startswith("corr/")]
+    rows = t[(t.experiment == experiment) & (t.breaking == breaking) & (t.weight_decay == wd)]
+    pairs = rows.metric.map(names.corr_pair)
+    rows, pairs = rows[pairs.notna()], pairs[pairs.notna()]
     if not len(rows):
         return None
-    rows = rows[rows.seed == rows.seed.min()]
-    ij = rows.metric.str.split("/", expand=True)[[1, 2]].astype(int).to_numpy()
+    first = (rows.seed == rows.seed.min()).to_numpy()
+    rows, ij = rows[first], np.array(pairs[first].tolist(), dtype=int)
     h = int(ij.max()) + 1
     c = np.eye(h)
     c[ij[:, 0], ij[:, 1]] = c[ij[:, 1], ij[:, 0]] = rows.value.to_numpy()
@@ -63,7 +54,7 @@ def clustered(c: np.ndarray) -> np.ndarray:
 
 
 def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    t = final(table[table.experiment.isin(EXPERIMENTS)])
+    t = final(table[table.experiment.isin([MLP, RESNET])])
     fig, axes = plt.subplots(2, 3, figsize=(15, 9))
     wds = sorted(t[t.experiment == MLP].weight_decay.unique())
     for ax, (brk, wd) in zip(axes[0], [("none", wds[0]), ("none", wds[-1]), ("offset", wds[-1])]):
@@ -71,13 +62,13 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
         if c is None:
             ax.set_axis_off()
             continue
-        near = (np.abs(c[np.triu_indices(len(c), 1)]) > 0.99).mean()
+        near = (np.abs(c[np.triu_indices(len(c), 1)]) > NEAR).mean()
         im = ax.imshow(clustered(c), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
         ax.set(title=f"{STYLES[brk][0]}, wd = {wd:g}\n|corr| > 0.99: {100 * near:.2f} % of pairs",
                xlabel="penultimate unit (clustered)", ylabel="penultimate unit (clustered)")
     fig.colorbar(im, ax=axes[0, 2], shrink=0.8, label="Pearson correlation over test images")
     for ax, exp in ((axes[1, 0], MLP), (axes[1, 1], RESNET)):
-        u = units_vs_wd(t, exp)
+        u = units_vs_wd(t, exp) if (t.experiment == exp).any() else pd.DataFrame()
         if not len(u):
             ax.set_axis_off()
             continue
@@ -93,7 +84,7 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set(xscale="log", xlabel=f"weight decay (wd = 0 drawn at {wds[1] / 3:.0e})", ylabel="independent units",
                title=f"({'d' if exp == MLP else 'e'}) {'MLP 784-128-128-10' if exp == MLP else 'narrow ResNet18'}")
         ax.legend(fontsize=7)
-    acc = t[t.metric == "acc/test"].groupby(["experiment", "breaking", "weight_decay"])["value"].mean()
+    acc = t[t.metric == names.ACC_TEST].groupby(["experiment", "breaking", "weight_decay"])["value"].mean()
     for (exp, brk), s in acc.groupby(level=[0, 1]):
         s = s.droplevel([0, 1])
         axes[1, 2].plot(np.maximum(s.index, wds[1] / 3), s.values, ls=STYLES[brk][1], marker="o", ms=3,
@@ -104,41 +95,3 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
                  "broken (fixed offset, W-Asym mask) it does not\n(Fashion-MNIST; heatmaps: first seed; curves: mean "
                  "over seeds)")
     return save(fig, out_dir, "fig1_right")
-
-
-def _checks(u: pd.DataFrame, experiment: str, layer: str) -> list[dict]:
-    sym = u.loc["none", layer]
-    drop = 1 - sym.iloc[-1] / sym.iloc[0]
-    rise = largest_rise(sym.values, default=0.0)
-    wd_max = sym.index[-1]
-    tag = f"{experiment}/{layer}"
-    rows = [dict(claim="C5", check=f"{tag}/drop",
-                 statement=f"{tag}: relative drop of independent units (seed mean) from wd = 0 to wd = {wd_max:g}"
-                           + SET_AFTER,
-                 measured=drop, threshold=MIN_DROP, passed=bool(drop >= MIN_DROP)),
-            dict(claim="C5", check=f"{tag}/monotone",
-                 statement=f"{tag}: largest increase of independent units between consecutive wd of the grid "
-                           "(monotone in the homogeneous direction: <= 0)",
-                 measured=rise, threshold=0.0, passed=bool(rise <= 0.0))]
-    # the offset threshold was fixed with the others; the mask control was added later under the same one
-    for control in (c for c in CONTROLS if c in u.index.get_level_values(0)):
-        brk = u.loc[control, layer]
-        broken = 1 - brk.iloc[-1] / brk.iloc[0]
-        check = f"{tag}/broken" if control == "offset" else f"{tag}/broken_{control}"
-        rows.append(dict(claim="C5", check=check,
-                         statement=f"{tag}: same drop for the control {STYLES[control][0]} (symmetry removed: no "
-                                   f"effect)" + SET_AFTER,
-                         measured=broken, threshold=MAX_BROKEN_DROP, passed=bool(broken <= MAX_BROKEN_DROP)))
-    return rows
-
-
-def claims(table: pd.DataFrame) -> list[dict]:
-    t = final(table[table.experiment.isin(EXPERIMENTS)])
-    rows = []
-    u = units_vs_wd(t, MLP)
-    for layer in u.columns:
-        rows += _checks(u, MLP, layer)
-    r = units_vs_wd(t, RESNET)
-    if len(r):
-        rows += _checks(r.sum(axis=1).to_frame("all_blocks"), RESNET, "all_blocks")
-    return rows

@@ -18,49 +18,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from symexp.plots import final, save  # noqa: E402
+from symexp.claims.theory_critical import DEAD, EXPERIMENT, NORM, STAR, WHOLE, WIDTH, members  # noqa: E402
+from symexp.plots import save  # noqa: E402
 
-EXPERIMENTS = ("theory_critical",)
-NORM, STAR = "norm/l2", "ref/critical/gamma_star"
-DEAD = 1e-6  # |(u, w)| below this is a dead unit (paper.md 7, row T2)
-ABOVE, BELOW = 1.05, 0.95  # the claim's margins around gamma / gamma* = 1
 FLOOR = 1e-30  # display floor for exact zeros on the log axis
-WIDTH = "width"
-
-
-def _members(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (width, member) at the last step: ratio gamma / gamma*, |theta|, each unit's norm and gamma*_i."""
-    t = final(table[table.experiment.isin(EXPERIMENTS)])
-    keep = t[(t.metric == NORM) | t.metric.str.startswith("ref/critical/")]
-    wide = keep.assign(col=keep.layer + ":" + keep.metric).pivot_table(
-        index=["job", "member", "seed", "gamma"], columns="col", values="value").reset_index()
-    wide["ratio"] = (wide["gamma"] / wide[f"weight:{STAR}"]).round(6)
-    units = [c for c in wide if c.startswith("unit") and c.endswith(NORM)]
-    wide[WIDTH] = wide[units].notna().sum(axis=1)  # the net's width: one probe per unit
-    wide["dead_frac"] = (wide[units] < DEAD).sum(axis=1) / wide[units].notna().sum(axis=1)
-    stars = [f"weight:ref/critical/{c.split(':')[0]}" for c in units]
-    dead = wide[units].to_numpy() < DEAD
-    wide["dead_star_over_gamma"] = [max([s / g for s, d in zip(row, dmask) if d], default=float("nan"))
-                                    for row, dmask, g in zip(wide[stars].to_numpy(), dead, wide.gamma)]
-    return wide
 
 
 def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    t = table[table.experiment.isin(EXPERIMENTS)]
-    m = _members(table)
+    t = table[table.experiment == EXPERIMENT]
+    m = members(table)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     for k, (width, s) in enumerate(m.groupby(WIDTH)):
         label = "one unit, ‖(u, w)‖" if width == 1 else f"{width} units, ‖θ‖"
-        axes[0].scatter(s.ratio, s[f"weight:{NORM}"].clip(lower=FLOOR), s=14, color=f"C{k}", alpha=0.7)
-        g = s.assign(v=s[f"weight:{NORM}"].clip(lower=FLOOR)).groupby("ratio")["v"].max()
+        axes[0].scatter(s.ratio, s[f"{WHOLE}:{NORM}"].clip(lower=FLOOR), s=14, color=f"C{k}", alpha=0.7)
+        g = s.assign(v=s[f"{WHOLE}:{NORM}"].clip(lower=FLOOR)).groupby("ratio")["v"].max()
         axes[0].plot(g.index, g.values, color=f"C{k}", label=f"{label} (max over seeds)")
     axes[0].axvline(1.0, color="k", ls="--", lw=1, label="γ* = ‖E[x y]‖")
     axes[0].axhline(DEAD, color="grey", ls=":", lw=1, label=f"dead: {DEAD:g}")
     axes[0].set(yscale="log", xlabel="γ / γ*", ylabel=f"final norm (0 floored at {FLOOR:g})",
                 title="(a) the unit dies exactly above γ*")
     one_unit = m[m[WIDTH] == 1].job.unique()
-    one = t[t.job.isin(one_unit) & (t.layer == "weight") & (t.metric == NORM) & (t.seed == t.seed.min())]
-    star = m[f"weight:{STAR}"].iloc[0]
+    one = t[t.job.isin(one_unit) & (t.layer == WHOLE) & (t.metric == NORM) & (t.seed == t.seed.min())]
+    star = m[f"{WHOLE}:{STAR}"].iloc[0]
     cmap = plt.get_cmap("coolwarm")
     ratios = sorted(m.ratio.unique())
     for j, ratio in enumerate(ratios):
@@ -82,28 +61,3 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     axes[0].legend(fontsize=7)
     fig.suptitle("Critical weight decay of a dead tanh unit, γ* = ‖E[x r]‖ (γ = wd/2; full-batch GD, every seed)")
     return save(fig, out_dir, "theory_critical")
-
-
-def claims(table: pd.DataFrame) -> list[dict]:
-    m = _members(table)
-    rows = []
-    for width, s in m.groupby(WIDTH):
-        what = "one tanh unit's ‖(u, w)‖" if width == 1 else f"the {width}-unit net's ‖θ‖ (every unit dead)"
-        above, below = s[s.ratio >= ABOVE], s[s.ratio <= BELOW]
-        rows.append(dict(claim="C3", check=f"dead_above_w{width}",
-                         statement=f"T2: {what} after GD: max over every member with γ ≥ {ABOVE}·γ* "
-                                   f"({len(above)} members, γ* = ‖E[x y]‖ = {s[f'weight:{STAR}'].iloc[0]:.4g})",
-                         measured=above[f"weight:{NORM}"].max(), threshold=DEAD,
-                         passed=bool(above[f"weight:{NORM}"].max() < DEAD)))
-        rows.append(dict(claim="C3", check=f"alive_below_w{width}",
-                         statement=f"T2: the transition is sharp: min of {what} over members with γ ≤ {BELOW}·γ* "
-                                   f"({len(below)} members)",
-                         measured=below[f"weight:{NORM}"].min(), threshold=DEAD,
-                         passed=bool(below[f"weight:{NORM}"].min() > DEAD)))
-    dead = m[m.dead_star_over_gamma.notna()]
-    worst = dead.dead_star_over_gamma.max()
-    rows.append(dict(claim="C3", check="dead_units_stable",
-                     statement=f"T2: every unit that ended dead (any width, any γ; {len(dead)} members) has "
-                               f"γ ≥ its own γ*ᵢ = ‖E[x r₋ᵢ]‖ at the final weights: max γ*ᵢ/γ",
-                     measured=worst, threshold=1.0, passed=bool(len(dead) > 0 and worst <= 1.0)))
-    return rows

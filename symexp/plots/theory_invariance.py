@@ -17,25 +17,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from symexp.claims.theory_invariance import EXACT, runs  # noqa: E402
 from symexp.plots import save  # noqa: E402
 
-EXPERIMENTS = ("theory_invariance",)
-NORM = "norm/l2"
-EXACT = 1e-12  # "exactly 0": float64 rounding of O(1) quantities is ~1e-16; this leaves 4 decades
-CLEAR = 1e-3  # "clearly nonzero" relative cross block in a random basis
 FLOOR = 1e-20  # display floor for exact zeros on log axes
 MIRRORS = {"sign": ("sign mirror: dead unit 0", "C0"), "perm": ("permutation mirror: units 1 = 2", "C1"),
            "rotated": ("sign P in a random basis", "C3")}
-
-
-def _runs(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (job, member, step) with every measured view's norm as a column."""
-    t = table[table.experiment.isin(EXPERIMENTS) & (table.metric == NORM)]
-    wide = t.pivot_table(index=["job", "member", "batch_size", "gamma", "seed", "step"], columns="layer",
-                         values="value").reset_index()
-    for name in MIRRORS:
-        wide[f"rel_{name}"] = wide[f"hessian_cross_{name}"] / wide["hessian"]
-    return wide
 
 
 def _label(row) -> str:
@@ -43,7 +30,7 @@ def _label(row) -> str:
 
 
 def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    w = _runs(table)
+    w = runs(table)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     for (_, _), run in w.groupby(["job", "member"]):
         run = run.sort_values("step")
@@ -76,30 +63,3 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     fig.suptitle(f"Theorem 1 (1–2) on a 4-unit tanh net, every member ({runs}; B = n is full-batch GD; "
                  f"dotted: {EXACT:g})")
     return save(fig, out_dir, "theory_invariance")
-
-
-def claims(table: pd.DataFrame) -> list[dict]:
-    w = _runs(table)
-    runs = (f"{len(w.groupby(['job', 'member']))} runs (B ∈ {sorted(int(b) for b in w.batch_size.unique())}, "
-            f"γ ∈ {sorted(float(g) for g in w.gamma.unique())}, {w.seed.nunique()} seeds), every eval step")
-    rows = []
-    for name, col, what in (("sign", "sign_break", "the dead unit's ‖(u₀, w₀)‖"),
-                            ("perm", "perm_break", "the twin difference ‖θ₁ − θ₂‖/√2")):
-        rows.append(dict(claim="C8", check=f"invariant_{name}",
-                         statement=f"T1: {what} (Oᵀθ of the {name} mirror) stays 0 over training: max over {runs}",
-                         measured=w[col].max(), threshold=EXACT, passed=bool(w[col].max() < EXACT)))
-        rel = w[f"rel_{name}"].max()
-        rows.append(dict(claim="C8", check=f"hessian_block_{name}",
-                         statement=f"T1: at those points the Hessian is block-diagonal: max "
-                                   f"‖P H (I−P)‖_F/‖H‖_F, {name} mirror, over {runs}",
-                         measured=rel, threshold=EXACT, passed=bool(rel < EXACT)))
-    g = w[["grad_break_sign", "grad_break_perm"]].max().max()
-    rows.append(dict(claim="C8", check="gradient_break",
-                     statement=f"T1: Oᵀ∇L = 0 there (Thm 1.1): max ‖P ∇L‖ over both mirrors and {runs}",
-                     measured=g, threshold=EXACT, passed=bool(g < EXACT)))
-    rot = w["rel_rotated"].min()
-    rows.append(dict(claim="C8", check="hessian_block_rotated",
-                     statement=f"T1: control: the same-rank P in a random basis sees a nonzero cross block: "
-                               f"min ‖P H (I−P)‖_F/‖H‖_F over {runs}",
-                     measured=rot, threshold=CLEAR, passed=bool(rot > CLEAR)))
-    return rows
