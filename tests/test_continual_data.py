@@ -24,7 +24,7 @@ def take(stream, batch_sizes):
 
 def test_slow_bits_change_exactly_every_flip_after_examples():
     stream = SlowlyChangingRegression([0, 1])
-    x, _ = take(stream, [10_000] * 3 + [5])
+    x, _ = take(stream, [9_999, 1, 2, 10_000, 9_998, 5])  # batches that straddle and hit boundaries
     slow, fast = x[..., :15], x[..., 15:]
     for block in range(3):
         rows = slow[:, block * 10_000:(block + 1) * 10_000]
