@@ -75,7 +75,8 @@ def test_feature_effective_rank_matches_lop_definition():
     w_in, bias, _ = planted_layer()
     F = probe_features(w_in, bias)  # member 0 has two dead (all-zero) columns
     g = torch.Generator().manual_seed(2)
-    low = torch.randn(1, 200, 2, generator=g, dtype=torch.float64) @ torch.randn(1, 2, HIDDEN, generator=g, dtype=torch.float64)
+    low = (torch.randn(1, 200, 2, generator=g, dtype=torch.float64)
+           @ torch.randn(1, 2, HIDDEN, generator=g, dtype=torch.float64))
     F = torch.cat([F, low])
     measured = lp.feature_effective_rank(F)
     for m in range(F.shape[0]):

@@ -179,7 +179,8 @@ class PermutedImages:
                  steps_per_task: int, batch_size: int):
         n = images.shape[0]
         if labels.shape != (n,) or labels.dtype.is_floating_point:
-            raise ValueError(f"PermutedImages: labels must be an integer [n={n}] tensor, got {labels.dtype} {tuple(labels.shape)}")
+            raise ValueError(f"PermutedImages: labels must be an integer [n={n}] tensor, "
+                             f"got {labels.dtype} {tuple(labels.shape)}")
         if steps_per_task < 1 or not 1 <= batch_size <= n:
             raise ValueError(f"PermutedImages: need steps_per_task >= 1 and 1 <= batch_size <= n={n}, "
                              f"got {steps_per_task}, {batch_size}")
