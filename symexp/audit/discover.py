@@ -36,7 +36,11 @@ def discover(graph: OpGraph, softmax_output: bool | None = None) -> Discovery:
     found += find_translation(graph, softmax_output) + find_attention(graph)
     if graph.method == "modules":
         for f in found:
+            if f.symmetry == "rotation":  # adjacent modules: a functional nonlinearity between is invisible
+                for i in f.ops:
+                    reasons[i] = "module order shows no activation between these maps, but a functional one would be invisible"
             f.note = "; ".join(filter(None, [f.note, "inferred from module order"]))
+        found = [f for f in found if f.symmetry != "rotation"]
     findings, tied = _merge(graph, found)
     covered = {p for f in findings for p in f.params}
     by_op = {}
