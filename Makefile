@@ -29,10 +29,10 @@ reference: reproduce  ## refresh the committed results/reference from a SCALE=qu
 	rm -rf results/reference && mkdir -p results/reference
 	cp -r results/REPORT.md results/claims.csv results/figures results/reference/
 
-test: .venv/.installed  ## the test suite (CPU; what .ci/run calls)
+test: setup  ## the test suite (CPU; what .ci/run calls): installs what it needs first (venv, package, data)
 	$(PYTEST) -q
 
-test-fast: .venv/.installed  ## the suite without the `slow` end-to-end tests
+test-fast: setup  ## the suite without the `slow` end-to-end tests
 	$(PYTEST) -q -m "not slow"
 
 bench: .venv/.installed  ## benchmarks; results under results/bench/

@@ -86,7 +86,9 @@ def _run_locked(c: dict, parts, device: torch.device, dtype: torch.dtype, out_di
                               f"choose another hydra.sweep.dir/hydra.run.dir (nothing was overwritten)")
         print(f"symexp: skip {job}: already {old['state']} in {out_dir}", file=sys.stderr)
         return old
-    status = {"state": "running", "config_hash": h, "job": job, "experiment": c["name"], "started": time.time()}
+    started = time.time()
+    data = parts.data.build(device, dtype)  # a missing or corrupt data set stops here, before any file is written
+    status = {"state": "running", "config_hash": h, "job": job, "experiment": c["name"], "started": started}
     write_text(out_dir / "config.yaml", OmegaConf.to_yaml(c))
     write_json(out_dir / "status.json", status)
     members, columns = member_table(c["ensemble"]), job_columns(c, job, overrides)
@@ -95,7 +97,6 @@ def _run_locked(c: dict, parts, device: torch.device, dtype: torch.dtype, out_di
         # wandb: one group per sweep (its directory is runs/<scale>/<name>)
         group = f"{c['scale']['name']}/{c['name']}" + ("" if multirun else "/single")
         sink = make_sink(c["logger"], c, members, columns, group=group, job=job, out_dir=out_dir, run_id=h)
-        data = parts.data.build(device, dtype)
         ens = Ensemble(parts.model.build(data), parts.symmetry, parts.breaking, members, data.task, device, dtype)
         resume = checkpoint.load(out_dir, h)
         rows = Rows(resume["rows"] if resume else None)

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
-from tqdm.auto import tqdm
 
 from symexp import metrics, optim
 from symexp.batcher import Batcher
@@ -18,6 +17,7 @@ from symexp.data import TensorData
 from symexp.ensemble import Ensemble, State
 from symexp.metrics import names
 from symexp.metrics.constraint import constraint_norm
+from symexp.progress import Progress
 
 Result = tuple[str, str, torch.Tensor]  # (layer, metric, values [M])
 
@@ -134,13 +134,13 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rule: optim.Rule, resume: 
     prev, every = None, tcfg["checkpoint_every"]
     if state.step == 0:
         yield Eval(0, state, batcher, evaluate(ens, state, data, mcfg))
-    bar = tqdm(total=tcfg["steps"], initial=state.step, disable=not progress, desc=cfg["name"], leave=False)
+    bar = Progress(tcfg["steps"], state.step, cfg["name"], enabled=progress)
     while state.step < tcfg["steps"]:
         x, y = batcher.next()
         lr = ens.hyper["lr"] * optim.schedule_factor(ocfg["schedule"], state.step, tcfg["steps"])
         state.raw, state.opt, state.alive, _ = step_fn(state.raw, state.opt, state.alive, x, y, lr)
         state.step += 1
-        bar.update(1)
+        bar.step()
         last = state.step == tcfg["steps"]
         save = bool(every) and state.step % every == 0 and not last
         if state.step % tcfg["eval_every"] == 0 or last:
@@ -148,7 +148,7 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rule: optim.Rule, resume: 
             theta = {k: v.detach().clone() for k, v in ens.effective(state.raw, ens.fixed).items()}
             done = converged(prev, theta, state.alive, tcfg["converge_tol"])
             prev = theta
-            bar.set_postfix(loss=f"{_live_mean(results[0][2], state.alive):.4g}", alive=f"{int(state.alive.sum())}/{ens.size}")
+            bar.eval(state.step, _live_mean(results[0][2], state.alive), int(state.alive.sum()), ens.size)
             yield Eval(state.step, state, batcher, results, checkpoint=save and not done)
             if done:
                 break

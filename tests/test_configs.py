@@ -61,6 +61,37 @@ BAD = [
     (["breaking.scale=-1", "breaking=offset"], "breaking.scale", ">= 0"),
     (["breaking=residual", "symmetry=rescaling"], "breaking.name", "rotation"),
     (["symmetry=rotation", "model=linear"], "symmetry.name", "matrix"),
+    # sizes, counts and thresholds outside their meaningful range (issue 12)
+    (["experiment=fig1_right", "model.widths=[0]"], "model.widths", ">= 1"),
+    (["data.n_train=0"], "data.n_train", ">= 1"),
+    (["experiment=fig1_right", "symmetry=rotation"], "symmetry.name", "matrix"),
+    (["metrics.sparsity_tau=[2.0]"], "metrics.sparsity_tau", "0 < sparsity_tau < 1"),
+    (["metrics.rank_tau=0"], "metrics.rank_tau", "0 < rank_tau < 1"),
+    (["metrics.dead_tau=1.5"], "metrics.dead_tau", "< 1"),
+    (["metrics.energy=0"], "metrics.energy", "0 < energy <= 1"),
+    (["metrics.near_corr=1"], "metrics.near_corr", "< 1"),
+    (["metrics.families=[curvature]"], "metrics.families", "sparsity"),
+    (["metrics.train_subset=-1"], "metrics.train_subset", ">= 0"),
+    (["train.eval_every=0"], "train.eval_every", ">= 1"),
+    (["train.max_loss=0"], "train.max_loss", "> 0"),
+    (["optim.batch_size=0", "optim=sgd"], "optim.batch_size", ">= 1"),
+    (["experiment=fig1_right_resnet", "model.width=0"], "model.width", "> 0"),
+    (["experiment=transformer", "model.n_head=3"], "model.n_head", "d_model"),
+    (["experiment=transformer", "model.n_layer=0"], "model.n_layer", ">= 1"),
+    (["experiment=transformer", "data.context=0"], "data.context", ">= 1"),
+    (["experiment=transformer", "data.val_fraction=1.0"], "data.val_fraction", "< 1"),
+    (["experiment=transformer", "optim.betas=[0.9,1.0]"], "optim.betas", "< 1"),
+    (["experiment=fig1_middle", "symmetry.hidden=0"], "symmetry.hidden", ">= 1"),
+    (["experiment=fig1_middle", "data.decay=0"], "data.decay", "0 < decay <= 1"),
+    (["experiment=dcs", "symmetry=dcs", "symmetry.k=0"], "symmetry.k", ">= 1"),
+    (["experiment=theory_invariance", "model.dead_units=9"], "model.width", "dead_units"),
+    (["experiment=fig1_right", "data.n_test=0"], "data.n_test", ">= 1"),
+    (["experiment=fig1_right", "data.pad=-1"], "data.pad", ">= 0"),
+    (["breaking=mask", "breaking.mask_frac=0"], "breaking.mask_frac", "0 < mask_frac <= 1"),
+    (["logger.mode=sometimes"], "logger.mode", "offline"),
+    (["model=mlp"], "model.name", "fashion_mnist"),
+    (["references=[spectrum]"], "references", "lowrank_map"),
+    (["symmetry._target_=nowhere.Sym"], "symmetry._target_", "nowhere.Sym"),
 ]
 
 
@@ -93,3 +124,19 @@ def test_cli_rejects_bad_input_before_training(tmp_path, arg, expect):
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and expect in lines[0], r.stderr
     assert not list(tmp_path.rglob("metrics.parquet"))
+
+
+@pytest.mark.parametrize("args,key", [
+    (["experiment=fig1_right", "model.widths=[0]"], "model.widths"),
+    (["experiment=fig1_left", "data.n_train=0"], "data.n_train"),
+    (["experiment=fig1_right", "symmetry=rotation"], "symmetry.name"),
+    (["experiment=fig1_right", "data.root=/nonexistent/dir"], "/nonexistent/dir"),
+    (["experiment=fig1_left", "metrics.sparsity_tau=[2.0]"], "metrics.sparsity_tau"),
+])
+def test_cli_bad_input_is_one_line_with_exit_code_2(tmp_path, args, key):
+    """The inputs that used to crash with a traceback (or, for tau = 2, train on silently)."""
+    r = subprocess.run([PYTHON, "-m", "symexp.run", *args, f"paths.results={tmp_path}"],
+                       cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=180)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and key in lines[0], r.stderr
+    assert not list(tmp_path.rglob("metrics.parquet")) and not list(tmp_path.rglob("ckpt.pt"))
