@@ -90,8 +90,8 @@ class Ensemble:
             gen = torch.Generator().manual_seed(seed + OFFSET_STREAM)
             raw = {f"{name}.{sfx}": t for name, base in bases[seed].items()
                    for sfx, t in self.symmetry.factor(base, gen).items()}
-            raws.append(raw)
             fixeds.append(breaker.offsets(raw, gen))
+            raws.append(breaker.start(raw) if hasattr(breaker, "start") else raw)
         self.raw0 = {k: torch.stack([r[k] for r in raws]) for k in raws[0]}
         self.fixed = {k: torch.stack([f[k] for f in fixeds]) for k in fixeds[0]}
         # module buffers (BatchNorm running statistics) stacked per member; BatchNorm updates them in

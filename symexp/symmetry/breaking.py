@@ -7,6 +7,7 @@ passes through the origin, where weight decay pulls, so decay stops producing ex
 fraction `mask_frac` of each row's entries, a different random subset per row, is pinned to fixed
 values ~ N(0, scale^2); the trained values there are unused. No two units share their pinned
 values, so no permutation maps the net to itself: units can neither merge nor die.
+`syre` (symmetry removal) is `offset` at the published scale; `l2_init` centres the decay on the init.
 `residual` (symmetry rotation only): b = scale * I on V, i.e. f(x) = U (V x + scale x), a residual
 connection. The dynamics are those of U V' from V'_0 = V_0 + I, and decay on V pulls V' to I,
 not to a rank-deficient point (paper.md, Figure 1 middle, residual control note).
@@ -15,13 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 import torch
 
 from symexp.components import Component
 from symexp.errors import ConfigError
-from symexp.schema import NonNeg, Range
+from symexp.schema import NonNeg, Positive, Range
 
 PINNED = ":pinned"  # fixed[k + PINNED] is the bool mask of raw[k]'s pinned entries; fixed[k] their values
 Tensors = dict[str, torch.Tensor]
@@ -45,6 +46,39 @@ class Offset(Component):
 
     def offsets(self, raw: Tensors, gen: torch.Generator) -> Tensors:
         return {k: self.scale * torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device) for k, v in raw.items()}
+
+
+@dataclass
+class Syre(Component):
+    """Symmetry removal (syre; Ziyin, Xu, Chuang, ICLR 2025, arXiv 2408.15495): train l(theta + theta_0)
+    + gamma |theta|^2 with a fixed random theta_0. It is `offset` with the published scale as default:
+    sigma_0 = 0.01 / sqrt(d), d read here as each raw tensor's fan-in (entries per row; a vector's size)."""
+
+    name: Literal["syre"] = "syre"
+    sigma0: Optional[Positive] = None  # null = 0.01 / sqrt(fan-in) per tensor
+
+    def offsets(self, raw: Tensors, gen: torch.Generator) -> Tensors:
+        out = {}
+        for k, v in raw.items():
+            scale = self.sigma0 or 0.01 / math.sqrt(v[0].numel() if v.dim() > 1 else v.numel())
+            out[k] = scale * torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device)
+        return out
+
+
+@dataclass
+class L2Init(Component):
+    """L2-Init (Kumar et al., arXiv 2308.11958): decay pulls the weights towards their initial values,
+    not towards 0. Same construction as `offset` with the fixed centre at the init: theta = raw + b,
+    b = the member's initial raw tensors, raw starting at 0, so decay on raw pulls theta to theta_init."""
+
+    name: Literal["l2_init"] = "l2_init"
+
+    def offsets(self, raw: Tensors, gen: torch.Generator) -> Tensors:
+        return {k: v.clone() for k, v in raw.items()}
+
+    def start(self, raw: Tensors) -> Tensors:
+        """The trained tensors start at 0: theta_0 = 0 + b = the init."""
+        return {k: torch.zeros_like(v) for k, v in raw.items()}
 
 
 @dataclass

@@ -1,0 +1,44 @@
+"""Symmetry-removal controls: syre (a fixed random centre at the published scale) and L2-Init
+(the centre at the init), both the offset construction theta = compose(raw + b)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from symexp import optim
+from symexp.components import load
+from symexp.ensemble import Ensemble, member_table
+from symexp.models.linear import Linear
+from symexp.symmetry.rescaling import Rescaling
+
+MEMBERS = member_table(dict(seeds=[0, 1], weight_decays=[0.5], lrs=[0.1], label_noises=[0.0]))
+
+
+def _ensemble(breaking: str, **kw) -> Ensemble:
+    return Ensemble(Linear(50, 0.1), Rescaling(), load("breaking", breaking, **kw), MEMBERS, "regression",
+                    torch.device("cpu"), torch.float64)
+
+
+def test_syre_offsets_have_the_published_scale_and_move_the_mirror_off_the_origin():
+    ens = _ensemble("syre")
+    b = ens.fixed["weight.u"]
+    assert abs(float(b.std()) / (0.01 / math.sqrt(50)) - 1) < 0.15  # sigma_0 = 0.01 / sqrt(d), d = 50
+    zero = {k: torch.zeros_like(v) for k, v in ens.raw0.items()}
+    # the symmetric point of u * v (u = v = 0) is no longer where decay pulls the trained tensors
+    assert ens.effective(zero, ens.fixed)["weight"].abs().min() > 0
+    assert torch.equal(_ensemble("syre", sigma0=0.5).fixed["weight.u"] / 0.5, _ensemble("syre", sigma0=1.0).fixed["weight.u"])
+
+
+def test_l2_init_starts_at_the_init_and_decay_pulls_back_to_it():
+    plain, l2 = _ensemble("none"), _ensemble("l2_init")
+    start = l2.effective(l2.raw0, l2.fixed)["weight"]
+    assert torch.equal(start, plain.effective(plain.raw0, plain.fixed)["weight"])  # theta_0 = the init
+    assert all(float(v.abs().max()) == 0 for v in l2.raw0.values())
+    # decay alone (zero data gradient) leaves theta at the init; plain decay shrinks it towards 0
+    rule, zero_grads = optim.Rule(), {k: torch.zeros_like(v) for k, v in l2.raw0.items()}
+    lr, wd = torch.full((2,), 0.1, dtype=torch.float64), torch.full((2,), 0.5, dtype=torch.float64)
+    moved, _ = rule.update(l2.raw0, zero_grads, {}, lr, wd, frozenset(l2.raw0))
+    assert torch.equal(l2.effective(moved, l2.fixed)["weight"], start)
+    shrunk, _ = rule.update(plain.raw0, zero_grads, {}, lr, wd, frozenset(plain.raw0))
+    assert plain.effective(shrunk, plain.fixed)["weight"].abs().sum() < start.abs().sum()
