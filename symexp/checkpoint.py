@@ -43,7 +43,7 @@ def load(out_dir: Path, config_hash: str) -> dict | None:
     try:
         ck = torch.load(f, weights_only=True)
     except Exception as e:  # torch raises RuntimeError (zip), UnpicklingError (refused), EOFError, ...
-        return _start_afresh(f, _why(e))
+        return _start_afresh(f, _why(e, f))
     problem = _layout_problem(ck)
     if problem:
         return _start_afresh(f, problem)
@@ -64,7 +64,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         weights = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:
-        raise FileError(f"{path}: unreadable weights ({_why(e)})") from None
+        raise FileError(f"{path}: unreadable weights ({_why(e, path)})") from None
     if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                 for k, v in weights.items()):
         raise FileError(f"{path}: expected a dict of name -> tensor, got {type(weights).__name__}")
@@ -77,13 +77,13 @@ def _start_afresh(f: Path, why: str) -> None:
     return None
 
 
-def _why(e: BaseException) -> str:
+def _why(e: BaseException, path: Path) -> str:
     """One line; for weights_only's refusal, the global it refused (its message is a paragraph)."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     if lines and lines[0].startswith("Weights only load failed"):
         detail = next((line for line in lines[1:] if "GLOBAL" in line or "Unsupported" in line), lines[-1])
         return f"refused by weights_only=True, nothing in it ran: {detail.split('. ')[0][:160]}"
-    return one_line(e)
+    return f"corrupt or cut short: {one_line(e, path)}"
 
 
 def _pack_rows(blocks: list) -> dict:

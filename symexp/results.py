@@ -94,10 +94,16 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def one_line(e: BaseException) -> str:
-    """An exception as one short line: pyarrow's and torch's messages span several."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+def one_line(e: BaseException, path: Path | None = None) -> str:
+    """An exception as one short line: pyarrow's and torch's messages span several sentences and
+    lines, and some repeat the file's path, which the caller's message already names."""
+    lines = str(e).strip().splitlines()
+    first = lines[0] if lines else ""
+    if path is not None and str(path) in first:
+        first = first.split(str(path))[-1].lstrip("': ")
+    first = first.split(". ")[0]
+    first = first if len(first) <= 160 else first[:157] + "..."
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def set_aside(path: Path) -> Path:
@@ -115,7 +121,7 @@ def parse_status(f: Path) -> dict:
     try:
         status = json.loads(Path(f).read_text())
     except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise FileError(f"{f}: unreadable status ({one_line(e)})") from None
+        raise FileError(f"{f}: unreadable status ({one_line(e, f)})") from None
     if not isinstance(status, dict) or status.get("state") not in STATES:
         raise FileError(f"{f}: not a status file (needs a 'state' in {', '.join(STATES)})")
     need = {"config_hash": str, "job": str, "members": int} if status["state"] in COMPLETE else {}
@@ -145,10 +151,10 @@ def read_table(table: Path, status: dict) -> pd.DataFrame:
     try:
         df = pd.read_parquet(table)
     except Exception as e:  # pyarrow raises several types (ArrowInvalid, OSError, ...) for bad bytes
-        raise FileError(f"{table}: unreadable parquet ({one_line(e)})") from None
+        raise FileError(f"{table}: unreadable parquet ({one_line(e, table)})") from None
     missing = [c for c in TABLE_COLUMNS if c not in df.columns]
     if missing:
-        raise FileError(f"{table}: columns {', '.join(missing)} missing")
+        raise FileError(f"{table}: missing column(s) {', '.join(missing)}")
     members, jobs = df["member"].nunique(), sorted(map(str, df["job"].unique()))
     if members != status["members"] or jobs != [status["job"]]:
         raise FileError(f"{table}: rows do not match status.json (members {members} vs {status['members']}, "
@@ -161,18 +167,21 @@ def read_table(table: Path, status: dict) -> pd.DataFrame:
 
 
 def read_complete(out_dir: Path) -> dict | None:
-    """The status of a finished job (done or diverged) whose rows read back; None when the job is to
-    run. A finished status whose metrics.parquet is missing, corrupt or does not match it is not
-    trusted: both files are set aside with one stderr line, and the job starts afresh."""
-    out_dir = Path(out_dir)
-    status = read_status(out_dir)
-    if status is None or status["state"] not in COMPLETE:
+    """The status of a finished job (done or diverged) whose rows read back; None when the job is to run.
+
+    An unreadable status.json, or a finished one whose metrics.parquet is missing, corrupt or does not
+    match it, is not trusted: both files are set aside (a table nothing vouches for is never
+    overwritten) with one stderr line, and the job starts afresh."""
+    f, table = Path(out_dir) / "status.json", Path(out_dir) / "metrics.parquet"
+    if not f.exists():
         return None
-    table = out_dir / "metrics.parquet"
     try:
+        status = parse_status(f)
+        if status["state"] not in COMPLETE:
+            return None
         read_table(table, status)
     except FileError as e:
-        kept = [set_aside(p).name for p in (table, out_dir / "status.json") if p.exists()]
+        kept = [set_aside(p).name for p in (f, table) if p.exists()]
         print(f"symexp: {e}; kept aside as {', '.join(kept)}; the job starts afresh", file=sys.stderr)
         return None
     return status

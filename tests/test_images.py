@@ -85,10 +85,11 @@ class Py2Pickler(pickle._Pickler):
 
 def test_cifar_reads_the_official_python2_format(tmp_path):
     rng = np.random.default_rng(4)
-    batches = {name: {"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), "labels": [int(v) for v in rng.integers(0, 10, 2)],
-                      "batch_label": name, "filenames": ["a.png", "b.png"]}
+    batches = {name: {"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), "batch_label": name,
+                      "labels": [int(v) for v in rng.integers(0, 10, 2)], "filenames": ["a.png", "b.png"]}
                for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]}
-    files = dict(batches, **{"batches.meta": {"label_names": CIFAR10_CLASSES, "num_cases_per_batch": 2, "num_vis": 3072}})
+    meta = {"label_names": CIFAR10_CLASSES, "num_cases_per_batch": 2, "num_vis": 3072}
+    files = dict(batches, **{"batches.meta": meta})
     d = tmp_path / "cifar-10-batches-py"
     d.mkdir()
     for name, content in files.items():
@@ -106,7 +107,8 @@ def test_cifar_reads_the_official_python2_format(tmp_path):
 
 
 def test_image_data_fields(cifar_dir):
-    cfg = dict(name="cifar10", root=str(cifar_dir), fallback=None, n_train=12, n_test=2, augment=True, pad=3, flip=False)
+    cfg = dict(name="cifar10", root=str(cifar_dir), fallback=None, n_train=12, n_test=2, augment=True, pad=3,
+               flip=False)
     data = image_data(cfg, torch.device("cpu"), torch.float32)
     assert data.classes == tuple(CIFAR10_CLASSES) and data.augment == Augment(pad=3, flip=False)
     assert data.source == "cifar10" and data.x.shape == (12, 3, 32, 32) and data.x_test.shape == (2, 3, 32, 32)

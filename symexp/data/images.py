@@ -160,6 +160,8 @@ def _unpickle(path: Path) -> dict:
     except safe_pickle.ForbiddenGlobal as e:
         raise DataError(f"{path}: refused to unpickle {e.what}: a CIFAR-10 file holds only dicts, lists, "
                         "strings, ints and uint8 arrays (nothing in it was run)") from None
+    except OSError as e:  # a directory, no permission
+        raise DataError(f"{path}: cannot read ({_reason(e)})") from None
     except Exception as e:  # corrupt bytes can make an unpickler raise almost anything
         raise DataError(f"{path}: corrupt or truncated pickle ({_reason(e)}); "
                         "expected a CIFAR-10 python batch (cifar-10-python.tar.gz)") from None
