@@ -144,14 +144,19 @@ def read_status(job_dir: Path) -> dict | None:
         return None
 
 
+def read_parquet(path: Path) -> pd.DataFrame:
+    """A parquet table, or FileError naming the file in one line (never pyarrow's traceback)."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types (ArrowInvalid, OSError, ...) for bad bytes
+        raise FileError(f"{path}: unreadable parquet ({one_line(e, path)})") from None
+
+
 def read_table(table: Path, status: dict) -> pd.DataFrame:
     """A finished job's metrics.parquet, checked against its status; FileError names the file."""
     if not table.exists():
         raise FileError(f"{table}: missing, but status.json says {status['state']}")
-    try:
-        df = pd.read_parquet(table)
-    except Exception as e:  # pyarrow raises several types (ArrowInvalid, OSError, ...) for bad bytes
-        raise FileError(f"{table}: unreadable parquet ({one_line(e, table)})") from None
+    df = read_parquet(table)
     missing = [c for c in TABLE_COLUMNS if c not in df.columns]
     if missing:
         raise FileError(f"{table}: missing column(s) {', '.join(missing)}")

@@ -13,7 +13,6 @@ global. Any other global is refused before it is imported, so nothing a file nam
 """
 from __future__ import annotations
 
-import io
 import pickle
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 
 
 class ForbiddenGlobal(pickle.UnpicklingError):
-    """The pickle names a global outside the allow-list; nothing of it was imported or called."""
+    """The pickle asks for a global (or a dtype) outside the allow-list; nothing it names was imported or called."""
 
     def __init__(self, what: str):
         super().__init__(what)
@@ -29,7 +28,7 @@ class ForbiddenGlobal(pickle.UnpicklingError):
 
 
 class _NDArrayType:
-    """Stands in for numpy.ndarray in the stream: only `_reconstruct` accepts it, and it is not callable."""
+    """Stands in for numpy.ndarray in the stream: only `_reconstruct` accepts it (calling it makes an empty object)."""
 
 
 def _fresh_dtype(allowed: frozenset[str]):
@@ -45,7 +44,8 @@ def _fresh_dtype(allowed: frozenset[str]):
 def _reconstruct(subtype, shape, typecode):
     if subtype is not _NDArrayType:
         raise ForbiddenGlobal(f"numpy _reconstruct of {subtype!r} (only numpy.ndarray)")
-    return np.ndarray.__new__(np.ndarray, shape, np.uint8)  # shape, dtype and bytes come from __setstate__
+    # empty whatever `shape` says (numpy writes (0,)): the BUILD that follows sets shape, dtype and bytes
+    return np.ndarray.__new__(np.ndarray, (0,), np.uint8)
 
 
 def _latin1_bytes(text, encoding):
@@ -79,5 +79,5 @@ def load(path: Path, dtypes: frozenset[str] = frozenset({"u1"})) -> object:
     """Unpickle `path` (python-2 strings as bytes, like the official CIFAR-10 files).
 
     Raises ForbiddenGlobal for anything outside the allow-list, other exceptions for corrupt bytes."""
-    raw = Path(path).read_bytes()
-    return RestrictedUnpickler(io.BytesIO(raw), frozenset(dtypes), encoding="bytes").load()
+    with open(path, "rb") as f:
+        return RestrictedUnpickler(f, frozenset(dtypes), encoding="bytes").load()
