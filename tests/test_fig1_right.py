@@ -8,6 +8,7 @@ import torch
 
 from symexp.config import ConfigError, validate
 from symexp.data import build_data
+from symexp.data.image_sets import ImageSet
 from symexp.data.images import DataNotFound
 from symexp.ensemble import Ensemble, member_table
 from symexp.models import build_model
@@ -38,7 +39,7 @@ def test_mlp_units_count_duplicates_once_and_detect_dead():
 
 def test_fashion_mnist_is_wired_into_build_data():
     require_fashion_mnist()
-    data = build_data(dict(name="fashion_mnist", **IMAGES), torch.device("cpu"), torch.float32)
+    data = ImageSet(name="fashion_mnist", **IMAGES).build(torch.device("cpu"), torch.float32)
     assert data.task == "classification" and data.x.shape == (256, 1, 28, 28) and data.x_test.shape == (64, 1, 28, 28)
     assert data.y.dtype == torch.int64 and len(data.classes) == 10 and data.augment is None
     assert abs(data.x.mean().item()) < 0.2  # normalised with train-set statistics (of the subset)
@@ -47,9 +48,9 @@ def test_fashion_mnist_is_wired_into_build_data():
 def test_cifar_missing_falls_back_with_one_message(tmp_path, capsys):
     cfg = dict(IMAGES, name="cifar10", root=str(tmp_path))
     with pytest.raises(DataNotFound, match="cifar-10-batches-py"):
-        build_data(cfg, torch.device("cpu"), torch.float32)
+        ImageSet(**cfg).build(torch.device("cpu"), torch.float32)
     require_fashion_mnist()
-    data = build_data(dict(cfg, fallback="fashion_mnist"), torch.device("cpu"), torch.float32)
+    data = ImageSet(**dict(cfg, fallback="fashion_mnist")).build(torch.device("cpu"), torch.float32)
     assert data.source == "fashion_mnist" and data.x.shape[1:] == (1, 28, 28)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(tmp_path) in err and "falling back to fashion_mnist" in err
