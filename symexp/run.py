@@ -110,10 +110,11 @@ def _run_locked(c: dict, parts, device: torch.device, dtype: torch.dtype, out_di
             state = ev.state
         theta = ens.effective(state.raw, ens.fixed)
         sink.log(state.step, rows.extend(state.step, final_results(c, data, theta, members, state)))
-        write_parquet(out_dir / "metrics.parquet", rows.frame(members, columns))
+        frame = rows.frame(members, columns)
+        write_parquet(out_dir / "metrics.parquet", frame)
         checkpoint.save_weights(out_dir / "weights.pt", theta)
         n_div = int((~state.alive).sum())
-        status.update(state="diverged" if n_div else "done", members=len(members), diverged=n_div,
+        status.update(state="diverged" if n_div else "done", members=len(members), diverged=n_div, rows=len(frame),
                       steps=state.step, device=str(device), wall_s=round(time.time() - status["started"], 2))
         write_json(out_dir / "status.json", status)
         (out_dir / "ckpt.pt").unlink(missing_ok=True)

@@ -32,3 +32,15 @@ def cli_env() -> dict:
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", HYDRA_FULL_ERROR="0")
     env.setdefault("OMP_NUM_THREADS", "2")
     return env
+
+
+def ledger_rows(table_name: str, table) -> list[dict]:
+    """The claim-ledger rows of one table's declared checks (symexp.claims.<table_name>.CHECKS)."""
+    import importlib
+
+    from symexp.claims import evaluate
+
+    return evaluate(importlib.import_module(f"symexp.claims.{table_name}").CHECKS, table, table_name)
+
+
+LEDGER_KEYS = {"claim", "check", "statement", "measured", "threshold", "passed"}  # plus kind, table, op

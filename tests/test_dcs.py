@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import ledger_rows
 from symexp.config import ConfigError
 from symexp.plots import dcs as dcs_plot
 from symexp.run import run_job
@@ -113,7 +114,7 @@ def test_experiment_runs_and_its_claims_read_the_table(make_cfg, tmp_path):
     star = table[table.metric == "ref/dcs/threshold"]["value"].iloc[0]
     assert 0.2 / 2 < star < 8.0 / 2  # the tiny grid brackets the predicted threshold
     assert last["dcs", 4.0] < 1e-6 and last["plain", 4.0] > 1e-3 and last["penalty", 4.0] > 1e-3
-    rows = {r["check"]: r for r in dcs_plot.claims(table)}
+    rows = {r["check"]: r for r in ledger_rows("dcs", table)}
     assert set(rows) == {"dcs_exact", "dcs_below", "plain_budget", "penalty_budget"} and rows["dcs_exact"]["passed"]
     assert [p.suffix for p in dcs_plot.draw(table, tmp_path / "fig")] == [".png", ".pdf"]
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.func import hessian
 
+from conftest import ledger_rows
 from symexp.config import ConfigError
 from symexp.models.tanh_net import TanhNet, mirror_projectors, mse
 from symexp.plots import theory_critical, theory_invariance, theory_noise
@@ -111,7 +112,7 @@ def test_invariance_experiment_table_claims_and_figure(make_cfg, tmp_path):
     norms = t[t.metric == "norm/l2"].set_index(["layer", "step", "member"])["value"].sort_index()
     assert norms["sign_break"].max() == 0.0 and norms["perm_break"].max() < 1e-14
     assert (norms.loc["unit3", 60] - norms.loc["unit3", 0]).abs().max() > 1e-3  # the free unit trained
-    rows = {r["check"]: r for r in theory_invariance.claims(t)}
+    rows = {r["check"]: r for r in ledger_rows("theory_invariance", t)}
     assert all(r["passed"] for r in rows.values()) and rows["hessian_block_rotated"]["measured"] > 1e-3
     assert [p.suffix for p in theory_invariance.draw(t, tmp_path / "fig")] == [".png", ".pdf"]
 
@@ -119,7 +120,7 @@ def test_invariance_experiment_table_claims_and_figure(make_cfg, tmp_path):
 def test_critical_experiment_dies_above_and_lives_below(make_cfg, tmp_path):
     t = _run(make_cfg, tmp_path / "run", "theory_critical", "model.width=1", "ensemble.seeds=[0]",
              "ensemble.weight_decays=[1.8,2.4]", "train.steps=600", "train.eval_every=300")
-    rows = {r["check"]: r for r in theory_critical.claims(t)}
+    rows = {r["check"]: r for r in ledger_rows("theory_critical", t)}
     assert rows["dead_above_w1"]["passed"] and rows["alive_below_w1"]["passed"]
     assert rows["dead_above_w1"]["measured"] < 1e-6 < rows["alive_below_w1"]["measured"]
     assert t[t.metric == "ref/critical/gamma_star"]["value"].iloc[0] == pytest.approx(1.0, rel=1e-12)
@@ -134,5 +135,5 @@ def test_noise_experiment_logs_the_lyapunov_reference(make_cfg, tmp_path):
     assert lam[1, 0.004] > 0 > lam[1, 0.05] and lam[1, 1.0] > 0  # B = 1: collapse window around 0.05
     star = t[t.metric == "ref/lyapunov/eta_star"].groupby("batch_size")["value"].first()
     assert star[4] > 2 * star[1]  # the threshold moves up with B
-    assert {r["check"] for r in theory_noise.claims(t)} >= {"lyapunov_finite_T", "threshold_B1", "batch_trend"}
+    assert {r["check"] for r in ledger_rows("theory_noise", t)} >= {"lyapunov_finite_T", "threshold_B1", "batch_trend"}
     assert [p.suffix for p in theory_noise.draw(t, tmp_path / "fig")] == [".png", ".pdf"]
