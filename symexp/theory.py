@@ -279,6 +279,9 @@ def _kind(kind: str) -> Callable[[Parts], bool]:
     return lambda parts: getattr(parts.data, "kind", None) == kind
 
 
+TANH_NET = "its model: critical and lyapunov are closed forms of model tanh_net (data=tanh_teacher)"
+
+
 def _tanh_net(parts: Parts) -> bool:
     return getattr(parts.model, "name", None) == "tanh_net" and _kind("vector")(parts)
 
@@ -292,8 +295,6 @@ REFERENCES: dict[str, Reference] = {
                           _kind("matrix"), "a synthetic linear map (data=lowrank_map)"),
     "dcs": Reference(lambda f: dcs_reference(f.data, f.gammas, f.metrics["constraint"]),
                      _kind("vector"), "synthetic vector regression data (data=regression)"),
-    "critical": Reference(lambda f: critical_reference(f.data, f.theta, f.gammas), _tanh_net,
-                          "model tanh_net on data=tanh_teacher"),
-    "lyapunov": Reference(lambda f: lyapunov_reference(f.data, f.gammas, f.lrs, f.batch_size), _tanh_net,
-                          "model tanh_net on data=tanh_teacher"),
+    "critical": Reference(lambda f: critical_reference(f.data, f.theta, f.gammas), _tanh_net, TANH_NET),
+    "lyapunov": Reference(lambda f: lyapunov_reference(f.data, f.gammas, f.lrs, f.batch_size), _tanh_net, TANH_NET),
 }

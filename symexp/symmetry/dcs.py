@@ -54,9 +54,9 @@ def constrain(w: torch.Tensor, s: torch.Tensor, o: torch.Tensor) -> torch.Tensor
 class DCS(Symmetry):
     """The DCS symmetry for one (k, seed): `factor` one member's base weight, `compose` raw -> theta."""
 
-    name: Literal["dcs"] = "dcs"
     k: Count = 5  # constrained directions: O^T theta = 0 with O [p, k] orthonormal
     seed: int = 0  # draws O; shared by every member (must match metrics.constraint when that is set)
+    name: Literal["dcs"] = "dcs"
 
     def check(self, parts, c: dict) -> None:
         check_same_basis(self, c)

@@ -21,10 +21,10 @@ from symexp.symmetry.dcs import basis, check_same_basis
 class Penalty(Symmetry):
     """theta = w with the penalty lam * sum over weights of |O^T theta|^2 (O per weight size)."""
 
-    name: Literal["penalty"] = "penalty"
     k: Count = 5  # the O of dcs: same (k, seed), same basis
     seed: int = 0
     lam: NonNeg = 10.0  # GD needs lr < 1 / lam
+    name: Literal["penalty"] = "penalty"
 
     def check(self, parts, c: dict) -> None:
         check_same_basis(self, c)

@@ -37,8 +37,8 @@ def compose(raw: dict[str, torch.Tensor]) -> torch.Tensor:
 class Rotation(Symmetry):
     """The rotation symmetry with an inner width: h < min(out, in) also caps the rank of W at h."""
 
-    name: Literal["rotation"] = "rotation"
     hidden: Optional[Count] = None  # inner width h of W = U V; null = min(out, in)
+    name: Literal["rotation"] = "rotation"
     structure = ("rank",)
     needs_matrices = True
 
