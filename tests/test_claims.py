@@ -13,6 +13,7 @@ from symexp import experiments
 from symexp.claims import OPS, Check, ClaimError, evaluate, select
 from symexp.claims import fig1_middle, fig1_right
 from symexp.metrics import names
+from symexp.report import ledger_tables
 
 # checks whose pass rule was restated as `measured <op> threshold` (their measured quantity changed)
 RESTATED = {("C4", "residual_full_rank_gamma0"), ("T3", "batch_trend")}
@@ -77,12 +78,13 @@ def test_fig1_right_checks_measure_the_drop_and_skip_unrun_cells():
 
 
 def test_every_reference_check_is_declared_once_with_its_threshold():
+    """Every check of the committed reference ledger is still declared, with the same threshold."""
     registry = experiments.discover()
-    declared = [c for t in registry.tables.values() for c in experiments.checks(t)]
+    reference = pd.read_csv(ROOT / "results" / "reference" / "claims.csv")
+    declared = [c for name in sorted(set(ledger_tables(reference))) for c in experiments.checks(registry.table(name))]
     ids = [(c.claim, c.check) for c in declared]
     assert len(ids) == len(set(ids))
-    reference = pd.read_csv(ROOT / "results" / "reference" / "claims.csv")
-    assert set(ids) == set(zip(reference.claim, reference.check))
+    assert set(zip(reference.claim, reference.check)) <= set(ids)
     by_id = {(c.claim, c.check): c for c in declared}
     for r in reference.itertuples():
         if (r.claim, r.check) not in RESTATED:

@@ -59,7 +59,7 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     axes[0].set(ylabel=f"norm (0 floored at {FLOOR:g})", title="(a) the breaking component stays 0")
     axes[1].set(ylabel=f"‖P H (I − P)‖_F / ‖H‖_F (0 floored at {FLOOR:g})", title="(b) Hessian cross block")
     axes[2].set(ylabel=f"‖P ∇L‖ (0 floored at {FLOOR:g})", title="(c) gradient out of the symmetric point")
-    runs = ", ".join(sorted({_label(r) for r in w.drop_duplicates(["job", "gamma"]).itertuples()}))
-    fig.suptitle(f"Theorem 1 (1–2) on a 4-unit tanh net, every member ({runs}; B = n is full-batch GD; "
+    labels = ", ".join(sorted({_label(r) for r in w.drop_duplicates(["job", "gamma"]).itertuples()}))
+    fig.suptitle(f"Theorem 1 (1–2) on a 4-unit tanh net, every member ({labels}; B = n is full-batch GD; "
                  f"dotted: {EXACT:g})")
     return save(fig, out_dir, "theory_invariance")
