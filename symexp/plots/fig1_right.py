@@ -64,7 +64,7 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
             continue
         near = (np.abs(c[np.triu_indices(len(c), 1)]) > NEAR).mean()
         im = ax.imshow(clustered(c), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-        ax.set(title=f"{STYLES[brk][0]}, wd = {wd:g}\n|corr| > 0.99: {100 * near:.2f} % of pairs",
+        ax.set(title=f"{STYLES[brk][0]}, wd = {wd:g}\n|corr| > {NEAR:g}: {100 * near:.2f} % of pairs",
                xlabel="penultimate unit (clustered)", ylabel="penultimate unit (clustered)")
     fig.colorbar(im, ax=axes[0, 2], shrink=0.8, label="Pearson correlation over test images")
     for ax, exp in ((axes[1, 0], MLP), (axes[1, 1], RESNET)):
