@@ -192,7 +192,9 @@ def preflight(argv: list[str]) -> None:
     dirs = search_dirs(argv)
     for arg in argv:
         key, sep, value = arg.lstrip("+").partition("=")
-        if not sep or not (CONFIGS / key).is_dir() or key == "hydra" or value in ("null", ""):
+        if not sep or key.startswith("hydra") or not (CONFIGS / key).is_dir() or value in ("null", ""):
+            continue
+        if "(" in value:  # glob(), choice(), range(): Hydra's sweep syntax, checked by Hydra itself
             continue
         options = sorted({p.stem for d in dirs for p in (d / key).glob("*.yaml")})
         for v in value.split(","):
