@@ -136,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
     _registry_args(cl)
     cl.add_argument("--out", default=str(RESULTS / "claims.csv"))
     cl.set_defaults(fn=cmd_claims)
+    from symexp.audit.cli import add_subparser  # torch is imported only here and by `audit` itself
+
+    add_subparser(sub)
     return p
 
 
