@@ -233,13 +233,15 @@ def find_gains(graph: OpGraph, reasons: dict[int, str]) -> list[Finding]:
     """A norm gain (or per-feature scale parameter) read only by Linear/Conv maps: per-feature rescaling."""
     out = []
     for i, op in enumerate(graph.ops):
-        if op.kind not in ("norm", "scale") or not op.params or graph.ops[op.inputs[0]].kind in PRODUCERS:
+        if op.kind not in ("norm", "scale") or not op.params:
             continue
-        h = next(graph.param_shapes[p][0] for p in op.params.values())
+        shapes = [graph.param_shapes[p] for p in op.params.values()]
+        h = shapes[0][0] if len(shapes[0]) == 1 else 0  # a per-feature gain is a vector
         gains = _per_unit_params(graph, op, h)
         conv = op.name == "batch_norm" and _ndim(op, None) != 2
-        chain, consumers, why = walk_units(graph, i, h, conv)
-        if not consumers or any(graph.ops[c].kind not in ("pass", "scalar") for c in chain) or not gains:
+        chain, consumers, why = walk_units(graph, i, h, conv) if gains else ([], [], "no per-feature gain")
+        fed_by_map = graph.ops[op.inputs[0]].kind in PRODUCERS  # then its map's unit layer covers it
+        if fed_by_map or not consumers or any(graph.ops[c].kind not in ("pass", "scalar") for c in chain):
             reasons.setdefault(i, why or "its output passes through a nonlinearity or reshaping")
             continue
         outs = [graph.ops[c].params["weight"] for c in consumers]
@@ -255,10 +257,11 @@ def find_scale(graph: OpGraph) -> list[Finding]:
     for i, op in enumerate(graph.ops):
         if op.kind not in PRODUCERS:
             continue
-        cur, biases = i, [op.params["bias"]] if "bias" in op.params else []
+        cur, path, biases = i, {i}, [op.params["bias"]] if "bias" in op.params else []
         h = _weight_out(graph, op)
         while len(graph.users(cur)) == 1 and graph.ops[graph.users(cur)[0]].kind in ("pass", "bias"):
             cur = graph.users(cur)[0]
+            path.add(cur)
             biases += _per_unit_params(graph, graph.ops[cur], h) if graph.ops[cur].kind == "bias" else []
         norms = [u for u in graph.users(cur) if graph.ops[u].kind == "norm"]
         if len(graph.users(cur)) != 1 or not norms:
@@ -270,7 +273,7 @@ def find_scale(graph: OpGraph) -> list[Finding]:
         spec = {"w": op.params["weight"], "biases": biases, "per_channel": per_channel}
         note = ("each output channel's weights can be scaled by any lambda > 0" if per_channel else
                 "the whole weight can be scaled by any lambda > 0") + ": no mirror plane, no structure implied"
-        out.append(Finding("scale", op.label, {i, *norms}, tuple(sorted({op.params["weight"], *biases})), spec, note))
+        out.append(Finding("scale", op.label, path | {norms[0]}, tuple(sorted({op.params["weight"], *biases})), spec, note))
     return out
 
 

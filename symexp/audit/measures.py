@@ -78,12 +78,7 @@ def permutation_rows(rows: Rows, layer: str, V: torch.Tensor, th: Thresholds, V0
     upper = torch.ones(h, h, dtype=torch.bool).triu(1)
     live_pairs = upper & live[:, :, None] & live[:, None, :]
     on_plane = live_pairs & (4 * dist.square() < th.unit_tol)
-    # independent_units is exact but slow (pairwise distances without the matmul shortcut); with no
-    # candidate pair within twice the tolerance every live unit is its own group, which it would return
-    if bool((live_pairs & (4 * dist.square() < 2 * th.unit_tol)).any()):
-        independent = metrics.independent_units(V, th.unit_tol, th.dead_tau).double()
-    else:
-        independent = live.sum(1).double()
+    independent = _independent(V, live, live_pairs & (4 * dist.square() < 2 * th.unit_tol), th)
     groups = torch.tensor([_groups(on_plane[m] | on_plane[m].T) for m in range(M)], dtype=torch.float64)
     rows.add(layer, symmetry, "dead_units", dead, of=h, threshold=th.dead_tau, note=note)
     rows.add(layer, symmetry, "independent_units", independent, of=h, threshold=th.unit_tol, note=note)
@@ -97,6 +92,26 @@ def permutation_rows(rows: Rows, layer: str, V: torch.Tensor, th: Thresholds, V0
         d0 = pair_distances(V0)
         rows.add(layer, symmetry, "origin_on_plane", (upper & (d0 <= th.origin_rtol)).sum((1, 2)).double(), of=pairs,
                  threshold=th.origin_rtol, note=_ORIGIN_NOTE)
+
+
+def _independent(V: torch.Tensor, live: torch.Tensor, candidate: torch.Tensor, th: Thresholds) -> torch.Tensor:
+    """metrics.independent_units, run only on units with a candidate duplicate (twice the tolerance, so
+    float64 round-off cannot hide one) plus the largest unit (which fixes the dead rule's scale).
+
+    Exact: a unit with no duplicate opens its own group and absorbs none in the greedy pass, so leaving
+    it out changes no other unit's group; it is added back as one group. The full pairwise pass
+    (distances without the matmul shortcut) is what makes the exact count slow on wide layers."""
+    out = []
+    for m in range(V.shape[0]):
+        cand = (candidate[m] | candidate[m].T).any(1)
+        if not bool(cand.any()):
+            out.append(float(live[m].sum()))
+            continue
+        cand[torch.linalg.vector_norm(V[m].double(), dim=-1).argmax()] = True
+        sub = V[m:m + 1, cand]
+        groups = metrics.independent_units(sub, th.unit_tol, th.dead_tau)[0]
+        out.append(float(groups) + float((live[m] & ~cand).sum()))
+    return torch.tensor(out, dtype=torch.float64)
 
 
 _ORIGIN_NOTE = "mirror planes through the decay origin theta_0 (offsets); weight decay favours only those"
@@ -141,9 +156,20 @@ def never_active_rows(rows: Rows, layer: str, amax: torch.Tensor, th: Thresholds
              threshold=th.active_atol, note=f"activation max |a| <= threshold on the example inputs ({n_inputs})")
 
 
+def product_core(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """A small matrix with the singular values of left @ right (``[.., m, h] @ [.., h, n]``), in float64.
+
+    With left = Q_l R_l and right^T = Q_r R_r, left @ right = Q_l (R_l R_r^T) Q_r^T, so R_l R_r^T
+    (at most h x h) has the same spectrum; SVDs of d x d attention products are the audit's cost otherwise.
+    """
+    r_left = torch.linalg.qr(left.double(), mode="r").R
+    r_right = torch.linalg.qr(right.double().transpose(-2, -1), mode="r").R
+    return r_left @ r_right.transpose(-2, -1)
+
+
 def rank_rows(rows: Rows, layer: str, symmetry: str, P: torch.Tensor, max_rank: int, th: Thresholds,
               prefix: str = "") -> None:
-    """Rank family of product matrices ``[M, m, n]`` and the directions switched off."""
+    """Rank family of product matrices ``[M, m, n]`` (or their product_core) and the directions switched off."""
     r = metrics.tau_rank(P, th.rank_tau, th.rank_atol).double()
     rows.add(layer, symmetry, prefix + "tau_rank", r, threshold=th.rank_tau)
     rows.add(layer, symmetry, prefix + "erank", metrics.erank(P, th.rank_atol))
@@ -153,7 +179,10 @@ def rank_rows(rows: Rows, layer: str, symmetry: str, P: torch.Tensor, max_rank: 
 
 def direction_distance(G: torch.Tensor) -> torch.Tensor:
     """min_k sigma_k(G) / ||G||_F over the h inner directions (rows of G ``[M, h, c]``); 0 if h > c."""
-    s = metrics.singular_values(G.double())
+    G = G.double()
+    if G.shape[2] > G.shape[1]:  # the h x h R of G^T = QR has G's singular values, ~3x cheaper to get
+        G = torch.linalg.qr(G.transpose(1, 2), mode="r").R
+    s = metrics.singular_values(G)
     norm = torch.linalg.vector_norm(s, dim=1)
     weakest = s[:, -1] if G.shape[1] <= G.shape[2] else torch.zeros_like(norm)
     return weakest / torch.where(norm > 0, norm, torch.ones_like(norm))

@@ -39,8 +39,7 @@ def _trace(model: nn.Module, example_inputs) -> OpGraph:
         except Exception as e:  # noqa: BLE001 - any failure of the user's forward is reported in one line
             raise TraceError(f"model(example_inputs) failed: {type(e).__name__}: {_first_line(e)}") from e
     failures = []
-    probe = probe_input(model)
-    if probe is not None:
+    for probe in probe_inputs(model):
         try:
             g = run_graph(model, probe, names, "run", record=False)
             g.notes.append(f"traced by running on a probe input {_describe(probe)} (no example inputs)")
@@ -169,28 +168,28 @@ def _eval_mode(model: nn.Module):
             m.train(training)
 
 
-def probe_input(model: nn.Module):
-    """A small input for the first layer (in registration order), or None when none can be guessed."""
+def probe_inputs(model: nn.Module) -> list:
+    """Small inputs for the first layer (in registration order); several image sizes for convolutions
+    (small first: the trace costs one forward pass), none when no first layer is recognised."""
     embeddings = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
     for m in model.modules():
         p = next(m.parameters(recurse=False), None)
         if p is None:
             continue
-        dtype, device = (p.dtype if p.is_floating_point() else torch.float32), p.device
+        kw = {"dtype": p.dtype if p.is_floating_point() else torch.float32, "device": p.device}
         if isinstance(m, nn.Linear):
-            return torch.randn(2, m.in_features, dtype=dtype, device=device)
+            return [torch.randn(2, m.in_features, **kw)]
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            side = {1: 32, 2: 32, 3: 8}[len(m.kernel_size)]
-            return torch.randn(2, m.in_channels, *[side] * len(m.kernel_size), dtype=dtype, device=device)
+            n = len(m.kernel_size)
+            return [torch.randn(2, m.in_channels, *[side] * n, **kw) for side in ((16, 32, 28) if n < 3 else (8, 16))]
         if isinstance(m, nn.Embedding):
-            return torch.randint(0, min(embeddings), (2, min(8, *embeddings)), device=device)
+            return [torch.randint(0, min(embeddings), (2, min(8, *embeddings)), device=p.device)]
         if isinstance(m, nn.MultiheadAttention):
-            shape = (2, 8, m.embed_dim) if m.batch_first else (8, 2, m.embed_dim)
-            return torch.randn(*shape, dtype=dtype, device=device)
+            return [torch.randn(*((2, 8, m.embed_dim) if m.batch_first else (8, 2, m.embed_dim)), **kw)]
         if isinstance(m, nn.LayerNorm):
-            return torch.randn(2, 8, *m.normalized_shape, dtype=dtype, device=device)
-        return None
-    return None
+            return [torch.randn(2, 8, *m.normalized_shape, **kw)]
+        return []
+    return []
 
 
 def module_graph(model: nn.Module, names: dict[int, str]) -> OpGraph:

@@ -46,8 +46,9 @@ def unit_parts(spec: dict, theta: Tensors, incoming: str) -> UnitParts:
     return UnitParts(theta, spec["h"], names, spec["out"])
 
 
-def inner_matrices(spec: dict, theta: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotation: the product through the inner units ``[M, out, in]`` and G = [W_in | b | W_out^T] ``[M, h, c]``.
+def inner_matrices(spec: dict, theta: Tensors) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Rotation: the two factors of the map through the inner units (``[M, out, h]``, ``[M, h, in]``) and
+    G = [W_in | b | W_out^T] ``[M, h, c]``.
 
     For convolutions the kernel taps are folded into the outer dimensions (out*k, in*k'), so the
     product is the map through the h inner channels, whose rank the rotation acts on.
@@ -56,7 +57,7 @@ def inner_matrices(spec: dict, theta: Tensors) -> tuple[torch.Tensor, torch.Tens
     a = _rows(theta[spec["w_in"]], h)
     b = torch.cat([_columns(theta[n], h) for n in spec["out"]], dim=-1)  # [M, h, out*k]
     biases = [_rows(theta[n], h) for n in spec["rows"]]
-    return b.transpose(1, 2) @ a, torch.cat([a, *biases, b], dim=-1)
+    return (b.transpose(1, 2), a), torch.cat([a, *biases, b], dim=-1)
 
 
 def head_blocks(spec: dict, theta: Tensors) -> dict[str, torch.Tensor]:
