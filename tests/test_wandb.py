@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LOGGER = {"name": "wandb", "project": "symexp-test", "entity": None, "mode": "offline"}
 COLUMNS = {"experiment": "fig1_left", "job": "symmetry=rescaling", "symmetry": "rescaling", "breaking": "none",
            "model": "linear", "data": "regression", "batch_size": 0, "data.teacher": "sparse"}
+TINY_DATA = ["data.n_train=100", "data.dim=10", "data.nonzero=3", "train.steps=20", "train.eval_every=10"]
 CONFIG = {"name": "fig1_left", "ensemble": {"seeds": [0, 1], "weight_decays": [0.0, 0.2]}}
 
 
@@ -270,3 +271,42 @@ def test_logger_none_or_disabled_never_imports_wandb(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
     assert not (tmp_path / "wandb").exists()
+
+
+def test_a_real_job_mirrors_its_parquet_table(tmp_path):
+    """End to end through the Hydra entry point: runs, configs and summaries match metrics.parquet."""
+    import pandas as pd
+    from conftest import cli_env
+
+    cmd = [sys.executable, "-m", "symexp.run", "experiment=fig1_left", "logger=wandb", "compile=false",
+           *TINY_DATA, "ensemble.seeds=[0]", "ensemble.weight_decays=[0,0.02]", f"paths.results={tmp_path}"]
+    subprocess.run(cmd, cwd=ROOT, env=cli_env(), check=True, capture_output=True)
+    (job_dir,) = [p.parent for p in tmp_path.glob("runs/quick/fig1_left/single/*/metrics.parquet")]
+    table = pd.read_parquet(job_dir / "metrics.parquet")
+    final = table[table.step == table.step.max()]
+    runs = read_runs(job_dir / "wandb")
+    assert len(runs) == table.member.nunique() == 2
+    for (run,) in runs.values():
+        m = run["config"]["member"]
+        mine = final[final.member == m]
+        assert run["config"]["weight_decay"] == mine.weight_decay.iloc[0] and run["config"]["seed"] == 0
+        assert run["group"] == "quick/fig1_left/single" and run["config"]["experiment"] == "fig1_left"
+        expected = {(f"{r.layer}/{r.metric}" if r.layer else r.metric): r.value for r in mine.itertuples()}
+        assert {k: run["summary"][k] for k in expected} == pytest.approx(expected, nan_ok=True)
+        assert not [k for row in run["history"] for k in row if k.startswith(("m0/", "m1/", "mean/"))]
+        assert run["summary"]["status"] == "done"
+
+
+def test_a_job_with_broken_wandb_still_writes_its_complete_table(make_cfg, tmp_path, monkeypatch, capsys):
+    from symexp.run import run_job
+
+    import pandas as pd
+
+    monkeypatch.setattr(wandb, "init", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+    status = run_job(make_cfg("experiment=fig1_left", "logger=wandb", *TINY_DATA, "ensemble.seeds=[0,1]",
+                              "ensemble.weight_decays=[0,0.02]"), tmp_path / "j", progress=False)
+    assert status["state"] == "done" and "wandb mirror off" in capsys.readouterr().err
+    table = pd.read_parquet(tmp_path / "j" / "metrics.parquet")
+    per_step = table.groupby("step").member.nunique()
+    assert list(per_step.index) == [0, 10, 20] and (per_step == 4).all()
+    assert {"status/diverged", "ref/lasso/max_abs_diff"} <= set(table[table.step == 20].metric)
