@@ -11,9 +11,10 @@ from typing import Iterator
 
 import torch
 
-from symexp import metrics, optim
+from symexp import collapse_eval, metrics, optim
 from symexp.batcher import Batcher
 from symexp.data import TensorData
+from symexp.data.streams import StreamData
 from symexp.ensemble import Ensemble, State
 from symexp.metrics import names
 from symexp.metrics.constraint import constraint_norm
@@ -74,9 +75,25 @@ def probe_plan(ens: Ensemble, mcfg: dict) -> dict[str, tuple[str, ...]]:
     return {layer: tuple(dict.fromkeys(fams)) for layer, fams in plan.items() if fams}
 
 
-def evaluate(ens: Ensemble, state: State, data: TensorData, mcfg: dict, final: bool = False) -> list[Result]:
-    """Every metric of every member at `state.step`."""
+def evaluate(ens: Ensemble, state: State, data: TensorData, mcfg: dict, final: bool = False,
+             batcher: Batcher | None = None) -> list[Result]:
+    """Every metric of every member at `state.step`. A stream has no fixed training set: it is
+    measured on its probe and test views (symexp.collapse_eval), which the batcher's stream gives."""
     theta = ens.effective(state.raw, ens.fixed)
+    if isinstance(data, StreamData):
+        out = collapse_eval.stream_results(ens, state, data, batcher, mcfg) + [("", names.ALIVE, state.alive)]
+    else:
+        out = data_set_results(ens, state, data, mcfg, final) + collapse_eval.extra_results(ens, state, data)
+    # a model may measure derived tensors (e.g. per-head W_Q^T W_K) beside its raw effective weights
+    views = {**theta, **(ens.model.probe_views(theta) if hasattr(ens.model, "probe_views") else {})}
+    for layer, families in probe_plan(ens, mcfg).items():
+        out.extend((layer, name, v) for name, v in measure(views[layer].detach(), families, mcfg).items())
+    return out
+
+
+def data_set_results(ens: Ensemble, state: State, data: TensorData, mcfg: dict, final: bool) -> list[Result]:
+    """Losses on the training set (or its evaluation sample) and the test set; classification: the
+    test accuracy and the penultimate features' homogeneity."""
     n = mcfg["train_subset"] or data.n  # loss/train on the first n examples (large image sets)
     x_fit, y_fit = (data.x[:n], data.y[:n]) if data.x_eval is None else (data.x_eval, data.y_eval)  # text: a sample
     out = [("", names.LOSS_TRAIN, ens.full_loss(state.raw, x_fit, y_fit, state.buffers))]
@@ -85,10 +102,6 @@ def evaluate(ens: Ensemble, state: State, data: TensorData, mcfg: dict, final: b
     out.append(("", names.ALIVE, state.alive))
     if data.task == "classification" and data.x_test is not None:
         out.extend(evaluate_features(ens, state, data, mcfg, final))
-    # a model may measure derived tensors (e.g. per-head W_Q^T W_K) beside its raw effective weights
-    views = {**theta, **(ens.model.probe_views(theta) if hasattr(ens.model, "probe_views") else {})}
-    for layer, families in probe_plan(ens, mcfg).items():
-        out.extend((layer, name, v) for name, v in measure(views[layer].detach(), families, mcfg).items())
     return out
 
 
@@ -133,18 +146,19 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rule: optim.Rule, resume: 
                             tcfg["max_loss"], cfg["compile"], state.buffers)
     prev, every = None, tcfg["checkpoint_every"]
     if state.step == 0:
-        yield Eval(0, state, batcher, evaluate(ens, state, data, mcfg))
+        yield Eval(0, state, batcher, evaluate(ens, state, data, mcfg, batcher=batcher))
     bar = Progress(tcfg["steps"], state.step, cfg["name"], enabled=progress)
     while state.step < tcfg["steps"]:
         x, y = batcher.next()
         lr = ens.hyper["lr"] * optim.schedule_factor(ocfg["schedule"], state.step, tcfg["steps"])
-        state.raw, state.opt, state.alive, _ = step_fn(state.raw, state.opt, state.alive, x, y, lr)
+        state.raw, state.opt, state.alive, loss = step_fn(state.raw, state.opt, state.alive, x, y, lr)
+        batcher.record(loss)  # the online loss of the eval window (streams)
         state.step += 1
         bar.step()
         last = state.step == tcfg["steps"]
         save = bool(every) and state.step % every == 0 and not last
         if state.step % tcfg["eval_every"] == 0 or last:
-            results = evaluate(ens, state, data, mcfg, final=last)
+            results = evaluate(ens, state, data, mcfg, final=last, batcher=batcher)
             theta = {k: v.detach().clone() for k, v in ens.effective(state.raw, ens.fixed).items()}
             done = converged(prev, theta, state.alive, tcfg["converge_tol"])
             prev = theta

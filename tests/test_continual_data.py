@@ -192,3 +192,16 @@ def test_permuted_rejects_bad_input():
     state = PermutedImages(images, labels, [0], steps_per_task=2, batch_size=4).state_dict()
     with pytest.raises(ValueError, match="steps_per_task"):
         PermutedImages(images, labels, [0], steps_per_task=3, batch_size=4).load_state_dict(state)
+
+
+def test_trained_view_is_the_task_just_finished_and_draws_nothing():
+    images, labels = coded_images()
+    stream = PermutedImages(images, labels, [1, 2], steps_per_task=2, batch_size=4)
+    first = stream.trained_view(images)  # before any minibatch: the first task
+    x, _ = stream.next()
+    stream.next()  # the last minibatch of task 0: the stream now stands at the boundary
+    before = stream.state_dict()
+    view = stream.trained_view(images)
+    assert torch.equal(view, first) and torch.equal(decode(view)[1][:, 0], decode(x)[1][:, 0])
+    assert stream.state_dict()["task"] == before["task"] == 0  # task 1 not drawn by measuring
+    assert not torch.equal(stream.permute(images), view)  # permute() moves on to task 1

@@ -74,7 +74,7 @@ class SlowlyChangingRegression:
         self.examples_seen = 0
         self._slow = None  # [M, num_flipping_bits] pattern of the block in memory
         self._slow_before_block = None
-        self._fast = None  # [M, flip_after, num_inputs - num_flipping_bits]
+        self._x_block = self._y_block = None  # [M, flip_after, num_inputs], [M, flip_after]: the block in memory
 
     @property
     def members(self) -> int:
@@ -113,8 +113,13 @@ class SlowlyChangingRegression:
             slow.append(pattern)
             n_fast = self.num_inputs - self.num_flipping_bits
             fast.append(torch.randint(2, (self.flip_after, n_fast), generator=g, dtype=torch.float32))
-        self._slow, self._fast = torch.stack(slow), torch.stack(fast)
+        self._slow = torch.stack(slow)
         self._gens.block = block
+        # the whole block's inputs and targets at once: one batched target pass per block, and the
+        # per-step cost of next() is a slice (batch size 1 is the published setting)
+        x = torch.cat([self._slow[:, None].expand(-1, self.flip_after, -1), torch.stack(fast)], dim=2)
+        self._x_block = x.to(self.device, self.dtype)
+        self._y_block = self.target(self._x_block)
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """The target network on inputs ``[N, num_inputs]`` (shared) or ``[M, N, num_inputs]``; ``-> [M, N]``."""
@@ -127,18 +132,19 @@ class SlowlyChangingRegression:
         """The next ``batch_size`` examples of every member: x ``[M, B, num_inputs]``, y ``[M, B]``."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        pieces, left = [], batch_size
+        xs, ys, left = [], [], batch_size
         while left:
             if self.block != self._gens.block:
                 self._draw_block(self.block)
             offset = self.examples_seen % self.flip_after
             take = min(left, self.flip_after - offset)
-            slow = self._slow[:, None].expand(-1, take, -1)
-            pieces.append(torch.cat([slow, self._fast[:, offset:offset + take]], dim=2))
+            xs.append(self._x_block[:, offset:offset + take])
+            ys.append(self._y_block[:, offset:offset + take])
             self.examples_seen += take
             left -= take
-        x = torch.cat(pieces, dim=1).to(self.device, self.dtype)
-        return x, self.target(x)
+        if len(xs) == 1:
+            return xs[0], ys[0]
+        return torch.cat(xs, dim=1), torch.cat(ys, dim=1)
 
     def probe(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed probe set: ``n`` uniform inputs ``[n, num_inputs]`` from ``seed`` (not the stream), y ``[M, n]``."""
@@ -218,6 +224,17 @@ class PermutedImages:
         flat = images.reshape(images.shape[0], -1).to(self.x.device)
         if flat.shape[1] != self.x.shape[1]:
             raise ValueError(f"PermutedImages.permute: images have {flat.shape[1]} pixels, the stream {self.x.shape[1]}")
+        return flat[:, self.pixel_perm].movedim(1, 0)
+
+    def trained_view(self, images: torch.Tensor) -> torch.Tensor:
+        """Like :meth:`permute`, but under the permutation of the task whose minibatches were served last
+        (at a task boundary, the task just finished; before any minibatch, the first task); ``-> [M, N, P]``.
+        It draws nothing once a task is in memory, so measuring never moves the stream."""
+        if self._gens.block < 0:
+            self._current()
+        flat = images.reshape(images.shape[0], -1).to(self.x.device)
+        if flat.shape[1] != self.x.shape[1]:
+            raise ValueError(f"PermutedImages.trained_view: images have {flat.shape[1]} pixels, the stream {self.x.shape[1]}")
         return flat[:, self.pixel_perm].movedim(1, 0)
 
     def _examples(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

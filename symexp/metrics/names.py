@@ -90,3 +90,51 @@ def corr_pair(metric: str) -> tuple[int, int] | None:
     """(i, j) of a corr(i, j) name, None for any other metric."""
     parts = metric.split("/")
     return (int(parts[1]), int(parts[2])) if len(parts) == 3 and parts[0] == "corr" else None
+
+
+# ---- continual learning, neural and posterior collapse (issue 17; symexp.collapse_eval) ----------
+LOSS_ONLINE = "loss/online"  # mean loss of each training batch before its step, over the eval window
+LOSS_PROBE = "loss/probe"  # regression streams: error on the fixed probe set
+ACC_TRAIN = "acc/train"
+DEAD_UNITS = "plasticity/dead_units"  # units with activation exactly 0 on every probe example (LoP)
+FEATURE_ERANK = "plasticity/erank"  # effective rank of a hidden layer's probe features (LoP)
+WEIGHT_MAGNITUDE = "plasticity/weight_mean_abs"  # mean |W| of a layer's weight (LoP's SCR log)
+NC1, NC3, NC4 = "collapse/nc1", "collapse/nc3", "collapse/nc4_agreement"
+EQUINORM, MEAN_COS, EQUIANGULARITY, ETF_ERROR = ("collapse/equinorm", "collapse/mean_cos",
+                                                 "collapse/equiangularity", "collapse/etf_error")
+POSTERIOR_LOSS_GAP = "posterior/loss_gap"  # the beta-VAE loss minus its closed-form optimum
+
+
+def zero_plane(tau: float) -> str:
+    """Hidden units whose whole vector (in, bias, out) is <= tau x the layer's mean unit norm at init."""
+    return f"mirror/zero_plane@{tau:g}"
+
+
+def duplicates(tol: float) -> str:
+    """Live hidden units that duplicate another (unit_tol), the permutation mirror plane."""
+    return f"mirror/duplicate@{tol:g}"
+
+
+def feature_rank(tau: float) -> str:
+    """tau-rank of the centred penultimate features (C - 1 at full collapse)."""
+    return f"collapse/feature_rank@{tau:g}"
+
+
+def active_latents(kl: float) -> str:
+    """Latents whose expected KL(q(z_j|x) || p(z_j)) exceeds `kl` nats; ref('posterior', ...) is the closed form."""
+    return f"posterior/active@{kl:g}"
+
+
+def ref_active_latents(kl: float) -> str:
+    """The closed-form count beside active_latents(kl): #{j <= k : lambda_j > beta eta^2}."""
+    return ref("posterior", active_latents(kl).split("/", 1)[1])
+
+
+def beta_layer(beta: float) -> str:
+    """The `layer` of a linear-VAE block trained at this beta."""
+    return f"beta@{beta:g}"
+
+
+def layer_beta(layer: str) -> float | None:
+    """beta of a beta_layer name, None for any other layer."""
+    return float(layer.split("@", 1)[1]) if layer.startswith("beta@") else None

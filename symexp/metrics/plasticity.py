@@ -28,6 +28,8 @@ __all__ = [
     "weight_magnitude",
     "zero_plane_units",
     "duplicate_units",
+    "zero_plane_count",
+    "duplicate_count",
 ]
 
 
@@ -73,11 +75,16 @@ def zero_plane_units(
     mean unit norm at initialisation, so that a layer shrinking as a whole still counts); default the
     member's largest unit norm. Returns the count ``[M]``.
     """
-    norms = torch.linalg.vector_norm(unit_vectors(w_in, w_out, *extras).double(), dim=-1)  # [M, h]
+    return zero_plane_count(unit_vectors(w_in, w_out, *extras), tau=tau, scale=scale)
+
+
+def zero_plane_count(V: torch.Tensor, tau: float = 1e-3, scale: torch.Tensor | float | None = None) -> torch.Tensor:
+    """:func:`zero_plane_units` of unit vectors ``V [M, h, p]`` already assembled (e.g. a model's probe views)."""
+    norms = torch.linalg.vector_norm(V.double(), dim=-1)  # [M, h]
     ref = norms.amax(dim=1) if scale is None else torch.as_tensor(scale, dtype=torch.float64, device=norms.device)
     if ref.dim() > 1 or (ref.dim() == 1 and ref.shape[0] != norms.shape[0]):
         raise ValueError(f"scale must be a float or a [M] tensor with M={norms.shape[0]}, got shape {tuple(ref.shape)}")
-    return (norms <= tau * ref.reshape(-1, 1)).sum(dim=1).to(w_in.dtype)
+    return (norms <= tau * ref.reshape(-1, 1)).sum(dim=1).to(V.dtype)
 
 
 def duplicate_units(
@@ -93,6 +100,10 @@ def duplicate_units(
     :func:`symexp.metrics.independent_units`: a group of k near-identical units adds k - 1. Units near
     zero are left to :func:`zero_plane_units`, so the two counts never share a unit when tau <= dead_tau.
     """
-    V = unit_vectors(w_in, w_out, *extras)
+    return duplicate_count(unit_vectors(w_in, w_out, *extras), tol=tol, dead_tau=dead_tau)
+
+
+def duplicate_count(V: torch.Tensor, tol: float = 0.1, dead_tau: float = 0.1) -> torch.Tensor:
+    """:func:`duplicate_units` of unit vectors ``V [M, h, p]`` already assembled."""
     live = V.shape[1] * (1 - dead_fraction(V, tau=dead_tau).double())
-    return (live.round() - independent_units(V, tol=tol, dead_tau=dead_tau).double()).to(w_in.dtype)
+    return (live.round() - independent_units(V, tol=tol, dead_tau=dead_tau).double()).to(V.dtype)

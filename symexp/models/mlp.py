@@ -1,8 +1,14 @@
-"""A fully connected ReLU/tanh network on flattened images: input -> hidden widths -> classes.
+"""A fully connected ReLU/tanh network: input -> hidden widths -> classes (mlp, on images) or one
+regression output (ffnn, on vectors).
 
 Permutation symmetry: hidden unit i of layer l is v_i = [incoming row W_l[i], bias b_l[i], outgoing
 column W_{l+1}[:, i]]; swapping two units leaves the function unchanged, and the symmetric solution
 v_i = v_j is a homogeneous ensemble (paper.md 3). Each hidden layer is probed as such unit vectors.
+
+With a regression task the head is one linear output, returned as [N] (ffnn: the 20-5-1 learner of
+slowly-changing regression). `init: kaiming` is the loss-of-plasticity repo's
+(`lop/nets/ffnn.py`): Kaiming-uniform hidden weights for the activation, Kaiming-uniform "linear"
+output weights, every bias 0; `init: torch` is nn.Linear's default.
 """
 from __future__ import annotations
 
@@ -24,31 +30,61 @@ class MLPConfig(Model):
     name: Literal["mlp"] = "mlp"
     widths: list[Count] = field(default_factory=lambda: [128, 128])  # hidden layer widths
     activation: Literal["relu", "tanh"] = "relu"
+    init: Literal["torch", "kaiming"] = "torch"  # nn.Linear's default | LoP's (Kaiming-uniform, biases 0)
     reads = ("images",)
 
     def build(self, data) -> nn.Module:
-        return MLP(data.x[0].numel(), self.widths, len(data.classes), self.activation)
+        scalar = data.task == "regression"
+        n_out = 1 if scalar else len(data.classes)
+        return MLP(data.x[0].numel(), self.widths, n_out, self.activation, init=self.init, scalar_output=scalar)
+
+
+@dataclass
+class FFNNConfig(MLPConfig):
+    """The same network on vector inputs, LoP's FFNN (`lop/nets/ffnn.py`): one output for regression."""
+
+    name: Literal["ffnn"] = "ffnn"
+    widths: list[Count] = field(default_factory=lambda: [5])
+    init: Literal["torch", "kaiming"] = "kaiming"
+    reads = ("vector",)
 
 
 class MLP(nn.Module):
-    def __init__(self, in_features: int, widths: list[int], n_classes: int, activation: str):
+    def __init__(self, in_features: int, widths: list[int], n_out: int, activation: str,
+                 init: str = "torch", scalar_output: bool = False):
         super().__init__()
-        self.act = ACTIVATIONS[activation]
-        dims = [in_features, *widths, n_classes]
+        self.act, self.activation, self.init, self.scalar_output = ACTIVATIONS[activation], activation, init, scalar_output
+        dims = [in_features, *widths, n_out]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.probes = {f"hidden{i + 1}": ("units",) for i in range(len(widths))}
+        if init != "torch":
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for layer in self.layers:
             layer.reset_parameters()
+        if self.init == "kaiming":  # after every nn.Linear's own draws, in FFNN's order
+            for i, layer in enumerate(self.layers):
+                last = i == len(self.layers) - 1
+                nn.init.kaiming_uniform_(layer.weight, nonlinearity="linear" if last else self.activation)
+                nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor, features: bool = False):
-        """Logits [N, classes]; with features=True also the last hidden layer's activations."""
-        h = x.flatten(1)
+    def forward(self, x: torch.Tensor, features: bool = False, hidden: bool = False):
+        """Outputs ([N, n_out] logits, or [N] with scalar_output); with features=True also the last hidden
+        layer's activations; with hidden=True every hidden layer's activations (a list) instead."""
+        h, acts = x.flatten(1), []
         for layer in self.layers[:-1]:
             h = self.act(layer(h))
-        logits = self.layers[-1](h)
-        return (logits, h) if features else logits
+            acts.append(h)
+        out = self.layers[-1](h)
+        out = out[:, 0] if self.scalar_output else out
+        if hidden:
+            return out, acts
+        return (out, h) if features else out
+
+    def classifier(self, theta: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The last layer's weight [..., n_out, last width] (NC3 reads it against the class means)."""
+        return theta[f"layers.{len(self.layers) - 1}.weight"]
 
     def probe_views(self, theta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: unit_vectors(theta[f"layers.{i}.weight"], theta[f"layers.{i + 1}.weight"],
