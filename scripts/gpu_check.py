@@ -1,8 +1,8 @@
 """Paper scale on one GPU, inside a time budget: every paper-scale experiment, the batched-ensemble
 benchmark and ResNet18 training throughput, in one call (`make gpu-check`).
 
-    python scripts/gpu_check.py --budget-s 470 --out-dir results/bench     # a CUDA machine
-    python scripts/gpu_check.py --device cpu --smoke --budget-s 60          # tiny sizes, on CPU
+    python scripts/gpu_check.py --budget-s 400                      # a CUDA machine -> results/bench/
+    python scripts/gpu_check.py --device cpu --smoke --budget-s 60  # tiny sizes, on CPU
 
 A job is composed as SCALE=paper composes it (experiment=<exp> scale=paper, the first job of its
 sweep) and run in-process by symexp.run.run_job, timed from outside: a cold run of N1 steps
@@ -18,21 +18,20 @@ Writes <out-dir>/gpu_<name>.json and .md after every item.
 """
 from __future__ import annotations
 
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 
-T0 = time.monotonic()  # the budget counts the imports too
-
-import argparse  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-from pathlib import Path  # noqa: E402
+T0 = time.monotonic()  # the budget counts the imports of torch, Hydra and symexp too
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -85,7 +84,7 @@ class Check:
         self.device, self.smoke, self.compile = torch.device(args.device), args.smoke, not args.no_compile
         self.budget, self.path, self.scratch, self.lock = Budget(args.budget_s), path, scratch, threading.Lock()
         self.data = dict(info, experiments=[], ensemble=[], resnet=[], skipped=[], errors=[])
-        self.runs, self.synthetic, self.current = 0, {}, None
+        self.runs, self.synthetic, self.current, self.pending = 0, {}, None, []
 
     def add(self, section: str, row: dict) -> None:
         with self.lock:
@@ -107,6 +106,19 @@ class Check:
         self.add("skipped", dict(item=item, reason=f"budget: needs ~{need:.0f} s, {max(self.budget.left(), 0):.0f} s left"))
         print(f"gpu_check: skip {item}: not enough budget left", flush=True)
         return True
+
+    def attempt(self, name: str, action) -> None:
+        """Run one item or case; a failure (out of memory, say) is recorded and the check goes on."""
+        self.current = name
+        try:
+            action()
+        except TimeoutError as e:  # measure() found too little budget to time it
+            self.add("skipped", dict(item=name, reason=str(e)))
+        except Exception as e:
+            self.add("errors", dict(item=name, error=f"{type(e).__name__}: {e}"[:800]))
+            print(f"gpu_check: {name} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        finally:
+            self.current = None
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -212,7 +224,7 @@ def timed_run(check: Check, plan: dict, steps: int, every: int) -> tuple[float, 
 
 def measure(check: Check, plan: dict, with_eval: bool) -> dict:
     """Black-box step, setup and compile seconds of the planned job (see the module docstring)."""
-    n1, target = (1, 0.3) if check.smoke else (10, 3.0)
+    n1 = 1 if check.smoke else 10
     check.reset_peak()
     runs = []
 
@@ -223,12 +235,17 @@ def measure(check: Check, plan: dict, with_eval: bool) -> dict:
 
     cold, t1 = run(n1, n1), run(n1, n1)
     n2, t2 = n1, t1
+    # t2 - t1 must outweigh the run-to-run spread of a run's fixed cost (data, evals, a recompile)
+    target = 0.3 if check.smoke else max(3.0, 0.5 * t1)
     while n2 == n1 or (t2 - t1 < target and n2 < plan["paper_steps"]):
-        # aim straight at the target from the step time seen so far; the first N2 is required
+        # aim at the target from the step time seen so far (double when noise hides it); N2 = 4 N1 is required
         step = (t2 - t1) / (n2 - n1) if n2 > n1 and t2 > t1 else None
-        nxt = min(plan["paper_steps"], 4 * n1 if step is None else max(2 * n2, n1 + math.ceil(1.3 * target / step)))
-        nxt = max(nxt, n1 + 1)
-        guess = 4 * t1 if step is None else t1 + (nxt - n1) * step
+        if step is None:
+            nxt, guess = (4 * n1, 4 * t1) if n2 == n1 else (2 * n2, 2 * max(t1, t2))
+        else:
+            nxt = max(2 * n2, n1 + math.ceil(1.3 * target / step))
+            guess = t1 + (nxt - n1) * step
+        nxt = max(min(nxt, plan["paper_steps"]), n1 + 1)
         if not check.budget.fits(guess, optional=n2 > n1):
             if n2 == n1:
                 raise TimeoutError(f"budget: ~{guess:.0f} s needed to time {nxt} steps, {check.budget.left():.0f} s left")
@@ -258,23 +275,26 @@ def experiment_item(check: Check, exp: str) -> None:
 def ensemble_item(check: Check) -> None:
     """Figure 1 (left) members (u*v, d=100, n=1000, full batch, float32): M members as one engine job,
     eager and compiled, against a plain loop of M ordinary modules with their own torch.optim.SGD."""
-    sizes, repeats = ([4], 1) if check.smoke else ([1, 8, 64, 256, 1024], 3)
+    sizes, repeats = ([4], 1) if check.smoke else ([1, 64, 1024, 8, 256], 3)  # the budget may cut the last
     x = torch.randn(1000, 100, device=check.device)
     y = x[:, :10].sum(1) + 0.5 * torch.randn(1000, device=check.device)
     for M, compiled in itertools.product(sizes, [False, True] if check.compile else [False]):
         name = f"ensemble M={M}{' compiled' if compiled else ''}"
         if check.skip(name, 1 if check.smoke else (30 if compiled else 8)):
             continue
-        check.current = name
-        plan = plan_job(check, "fig1_left", {
-            "symmetry": "rescaling", "dtype": "float32", "references": "[]", "train.converge_tol": 0,
-            "metrics.sparsity_tau": "[0.001]", "ensemble.seeds": listed(range(M)), "ensemble.weight_decays": "[0.001]",
-            "ensemble.lrs": "[0.05]", "compile": str(compiled).lower()})
-        engine = measure(check, plan, with_eval=False)
-        loop_steps = max(2, min(200, 3000 // M))  # the loop costs ~M x a step: fewer steps, same per-step figure
-        loop_s = min_time(member_loop(x, y, M, loop_steps), repeats, check.sync)[0] / loop_steps
-        check.add("ensemble", dict(M=M, compiled=compiled, loop_step_s=loop_s, loop_steps=loop_steps,
-                                   speedup=loop_s / engine["step_s"] if engine["step_s"] > 0 else None, **engine))
+        check.attempt(name, lambda: ensemble_case(check, M, compiled, x, y, repeats))
+
+
+def ensemble_case(check: Check, M: int, compiled: bool, x: torch.Tensor, y: torch.Tensor, repeats: int) -> None:
+    plan = plan_job(check, "fig1_left", {
+        "symmetry": "rescaling", "dtype": "float32", "references": "[]", "train.converge_tol": 0,
+        "metrics.sparsity_tau": "[0.001]", "ensemble.seeds": listed(range(M)), "ensemble.weight_decays": "[0.001]",
+        "ensemble.lrs": "[0.05]", "compile": str(compiled).lower()})
+    engine = measure(check, plan, with_eval=False)
+    loop_steps = max(2, min(200, 3000 // M))  # the loop costs ~M x a step: fewer steps, same per-step figure
+    loop_s = min_time(member_loop(x, y, M, loop_steps), repeats, check.sync)[0] / loop_steps
+    check.add("ensemble", dict(M=M, compiled=compiled, loop_step_s=loop_s, loop_steps=loop_steps,
+                               speedup=loop_s / engine["step_s"] if engine["step_s"] > 0 else None, **engine))
 
 
 def member_loop(x: torch.Tensor, y: torch.Tensor, members: int, steps: int):
@@ -313,7 +333,7 @@ def plain_resnet(check: Check, width: float, batch: int, bf16: bool, compiled: b
 def resnet_item(check: Check, compiled: bool) -> None:
     """CIFAR-shaped ResNet18 train steps: the engine (the paper job, eval shrunk) with 1 and M members,
     fp32 vs bf16 autocast (channels_last data on CUDA), vs the plain single-model loop at the same batch."""
-    width, batch, M, steps, repeats = (0.0625, 8, 2, 2, 1) if check.smoke else (1.0, 128, 7, 20, 3)
+    M = 2 if check.smoke else len(CIFAR_DECAYS)
     cases = [("engine", 1, "bf16"), ("engine", M, "bf16"), ("plain", 1, "bf16")]
     cases = cases if compiled else [("engine", 1, "fp32"), ("engine", M, "fp32"), ("plain", 1, "fp32")] + cases
     for impl, members, precision in cases:
@@ -321,22 +341,26 @@ def resnet_item(check: Check, compiled: bool) -> None:
                f"{' compiled' if compiled else ''}"
         if check.skip(f"resnet {name}", 1 if check.smoke else (150 if compiled else 15)):
             continue
-        check.current = f"resnet {name}"
-        row = dict(case=name, impl=impl, members=members, precision=precision, compiled=compiled, batch=batch)
-        if impl == "engine":
-            decays = CIFAR_DECAYS[:members] if members > 1 else [5e-4]
-            plan = plan_job(check, "fig1_right_resnet", {
-                "model.bf16": "always" if precision == "bf16" else "never", "ensemble.weight_decays": listed(decays),
-                "compile": str(compiled).lower(), "metrics.corr_matrix": "false",
-                **({} if check.smoke else {"data.n_test": 1000, "metrics.train_subset": 1000})})
-            row.update(measure(check, plan, with_eval=False))
-        else:
-            check.reset_peak()
-            run = plain_resnet(check, width, batch, precision == "bf16", compiled)
-            warm = min_time(lambda: [run() for _ in range(3)], 1, check.sync)[0]  # compile, autotune
-            step_s = min_time(lambda: [run() for _ in range(steps)], repeats, check.sync)[0] / steps
-            row.update(step_s=step_s, compile_s=warm - 3 * step_s, throughput=batch / step_s, peak_gib=check.peak_gib())
-        check.add("resnet", row)
+        check.attempt(f"resnet {name}", lambda: resnet_case(check, compiled, impl, members, precision, name))
+
+
+def resnet_case(check: Check, compiled: bool, impl: str, members: int, precision: str, name: str) -> None:
+    width, batch, steps, repeats = (0.0625, 8, 2, 1) if check.smoke else (1.0, 128, 20, 3)
+    row = dict(case=name, impl=impl, members=members, precision=precision, compiled=compiled, batch=batch)
+    if impl == "engine":
+        decays = CIFAR_DECAYS[:members] if members > 1 else [5e-4]
+        plan = plan_job(check, "fig1_right_resnet", {
+            "model.bf16": "always" if precision == "bf16" else "never", "ensemble.weight_decays": listed(decays),
+            "compile": str(compiled).lower(), "metrics.corr_matrix": "false",
+            **({} if check.smoke else {"data.n_test": 1000, "metrics.train_subset": 1000})})
+        row.update(measure(check, plan, with_eval=False))
+    else:
+        check.reset_peak()
+        run = plain_resnet(check, width, batch, precision == "bf16", compiled)
+        warm = min_time(lambda: [run() for _ in range(3)], 1, check.sync)[0]  # compile, autotune
+        step_s = min_time(lambda: [run() for _ in range(steps)], repeats, check.sync)[0] / steps
+        row.update(step_s=step_s, compile_s=warm - 3 * step_s, throughput=batch / step_s, peak_gib=check.peak_gib())
+    check.add("resnet", row)
 
 
 def experiment_names() -> list[str]:
@@ -348,7 +372,7 @@ def plan_items(check: Check) -> list[tuple[str, float, object]]:
     """(name, seconds it needs at least, action), in the order they run: the paper ResNet and the
     transformer first; the compiled ResNet cases (minutes of compiling each) last."""
     small = check.smoke
-    exps = [(e, 1 if small else 20, lambda e=e: experiment_item(check, e)) for e in experiment_names()]
+    exps = [(e, 1 if small else 15, lambda e=e: experiment_item(check, e)) for e in experiment_names()]
     return exps[:2] + [("resnet_eager", 1 if small else 15, lambda: resnet_item(check, False))] + exps[2:] + [
         ("ensemble", 1 if small else 8, lambda: ensemble_item(check)),
         ("resnet_compiled", 1 if small else 150, lambda: resnet_item(check, True))]
@@ -356,32 +380,28 @@ def plan_items(check: Check) -> list[tuple[str, float, object]]:
 
 def run_items(check: Check, todo: list) -> None:
     for i, (name, need, action) in enumerate(todo):
-        check.budget.reserve = sum(n for _, n, _ in todo[i + 1:])
+        # extra precision for this item may use what the later items need to start, up to half of what is left
+        check.budget.reserve = min(sum(n for _, n, _ in todo[i + 1:]), check.budget.left() / 2)
         if name == "resnet_compiled" and not check.compile:
             check.add("skipped", dict(item=name, reason="--no-compile"))
             continue
         if check.skip(name, need):
             continue
-        tic, check.current = time.monotonic(), name
+        tic, check.pending = time.monotonic(), [n for n, _, _ in todo[i + 1:]]
         print(f"gpu_check: {name} ({check.budget.left():.0f} s left)", flush=True)
-        try:
-            action()
-        except TimeoutError as e:
-            check.add("skipped", dict(item=check.current, reason=str(e)))
-        except Exception as e:  # one failing item (out of memory, say) must not stop the others
-            check.add("errors", dict(item=check.current, error=f"{type(e).__name__}: {e}"[:800]))
-            print(f"gpu_check: {check.current} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        check.current = None
+        check.attempt(name, action)
         print(f"gpu_check: {name} took {time.monotonic() - tic:.1f} s", flush=True)
 
 
 def watchdog(check: Check) -> threading.Timer:
-    """At the budget's end, mid-item: list that item as cut off, write the files and exit at once."""
+    """At the budget's end, mid-item: list that item as cut off and the rest as not started, write the
+    files and exit at once."""
     def cut():
         if check.current is None:  # between items: the loop skips the rest by itself
             return
         if check.lock.acquire(timeout=10):
-            check.data["skipped"].append(dict(item=check.current, reason="budget: cut off at the budget's end"))
+            check.data["skipped"] += [dict(item=check.current, reason="budget: cut off at the budget's end")] + [
+                dict(item=n, reason="budget: spent before it started") for n in check.pending]
             check.write()
         print(f"gpu_check: budget spent during {check.current}; wrote {check.path}", flush=True)
         os._exit(0)
@@ -438,18 +458,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def describe(args: argparse.Namespace, argv: list[str]) -> dict:
+    """The record's header: machine, software, command."""
+    name = args.name or (torch.cuda.get_device_name().replace(" ", "_") if args.device == "cuda" else "cpu")
+    return dict(device=args.device, device_name=name, torch=torch.__version__, cuda=torch.version.cuda,
+                python=platform.python_version(), smoke=args.smoke, budget_s=args.budget_s,
+                command="scripts/gpu_check.py " + " ".join(argv), started=time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.device == "cuda":  # the CUDA context is paid here, not by the first item
         torch.ones(1, device="cuda").add_(1)
         torch.cuda.synchronize()
-    name = args.name or (torch.cuda.get_device_name().replace(" ", "_") if args.device == "cuda" else "cpu")
-    path = Path(args.out_dir) / f"gpu_{name}{'_smoke' if args.smoke else ''}.json"
+    info = describe(args, argv)
+    path = Path(args.out_dir) / f"gpu_{info['device_name']}{'_smoke' if args.smoke else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    info = dict(device=args.device, device_name=name, torch=torch.__version__, cuda=torch.version.cuda,
-                python=platform.python_version(), smoke=args.smoke, budget_s=args.budget_s,
-                command="scripts/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                started=time.strftime("%Y-%m-%d %H:%M:%S"))
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
         check = Check(args, path, info, Path(scratch))
         timer = watchdog(check)

@@ -80,6 +80,23 @@ def test_budget_too_small_skips_every_item_and_says_so(script, tmp_path, monkeyp
     assert "- skipped transformer: budget: needs" in md and "skip ensemble: not enough budget left" in capsys.readouterr().out
 
 
+def test_watchdog_cuts_the_running_item_at_the_budgets_end(script, tmp_path, monkeypatch):
+    exits = []
+    monkeypatch.setattr(script.os, "_exit", exits.append)  # the real one would end pytest too
+    monkeypatch.setattr(script, "T0", time.monotonic())
+    args = script.parse_args(["--device", "cpu", "--smoke", "--budget-s", "0.3", "--out-dir", str(tmp_path)])
+    check = script.Check(args, tmp_path / "gpu.json", script.describe(args, []), tmp_path)
+    check.add("errors", {"item": "fig1_left", "error": "RuntimeError: earlier"})  # a record written before the cut
+    check.current, check.pending = "transformer", ["ensemble"]  # as run_items leaves them mid-item
+    script.watchdog(check).join(timeout=10)
+    assert exits == [0] and time.monotonic() - script.T0 >= 0.3
+    rec = json.loads((tmp_path / "gpu.json").read_text())
+    assert rec["skipped"] == [{"item": "transformer", "reason": "budget: cut off at the budget's end"},
+                              {"item": "ensemble", "reason": "budget: spent before it started"}]
+    assert rec["errors"] == [{"item": "fig1_left", "error": "RuntimeError: earlier"}]  # kept
+    assert "- skipped transformer: budget: cut off" in (tmp_path / "gpu.md").read_text()
+
+
 def test_bad_arguments_fail_in_one_line_before_any_work(script, capsys):
     for argv, message in ((["--only", "fig9"], "--only fig9: unknown item; allowed: fig1_right_resnet"),
                           (["--budget-s", "0"], "--budget-s 0: must be a positive number of seconds")):
