@@ -95,7 +95,7 @@ def _zero_units(rows, f: Finding, theta, th, origin, found) -> None:
 
 def _rotation(rows, f: Finding, theta, th, origin, found) -> None:
     (left, right), G = inner_matrices(f.spec, theta)
-    ms.rank_rows(rows, f.layer, "rotation", ms.product_core(left, right), min(left.shape[1], *right.shape[1:]), th)
+    ms.rank_rows(rows, [f.layer], "rotation", ms.product_core(left, right)[:, None], min(left.shape[1], *right.shape[1:]), th)
     rows.add(f.layer, "rotation", "direction_distance_min", ms.direction_distance(G))
     if origin:
         rows.add(f.layer, "rotation", "origin_on_plane", ms.origin_directions(inner_matrices(f.spec, origin)[1], th),
@@ -108,9 +108,8 @@ def _double_rotation(rows, f: Finding, theta, th, origin, found) -> None:
     qk = w["q"].transpose(-2, -1) @ w["k"]  # [M, H, d_in, d_in]
     ov = w["o"] @ w["v"]  # [M, H, d_out, d_in]
     cores = {"qk_": ms.product_core(w["q"].transpose(-2, -1), w["k"]), "ov_": ms.product_core(w["o"], w["v"])}
-    for h in range(H):
-        for name, core in cores.items():
-            ms.rank_rows(rows, f"{f.layer}.h{h}", "double_rotation", core[:, h], dh, th, prefix=name)
+    for name, core in cores.items():
+        ms.rank_rows(rows, [f"{f.layer}.h{h}" for h in range(H)], "double_rotation", core, dh, th, prefix=name)
     g_qk = torch.cat([w["q"], w["k"]], dim=-1).flatten(0, 1)
     g_ov = torch.cat([w["v"], w["o"].transpose(-2, -1)], dim=-1).flatten(0, 1)
     for name, G in (("qk_", g_qk), ("ov_", g_ov)):

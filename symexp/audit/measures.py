@@ -12,6 +12,7 @@ Distances to a mirror plane are ||O^T theta|| / ||theta||:
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,7 @@ def _live(V: torch.Tensor, dead_tau: float) -> torch.Tensor:
 def permutation_rows(rows: Rows, layer: str, V: torch.Tensor, th: Thresholds, V0: torch.Tensor | None,
                      symmetry: str = "permutation", note: str = "") -> None:
     """Dead/duplicate units and pair distances of unit vectors ``[M, h, p]``."""
+    V = V.double()  # once: every measure below works in float64
     M, h = V.shape[:2]
     pairs = h * (h - 1) // 2
     dead = (metrics.dead_fraction(V, th.dead_tau).double() * h).round()
@@ -130,7 +132,7 @@ def _groups(adjacent: torch.Tensor) -> int:
 def zero_unit_rows(rows: Rows, layer: str, symmetry: str, parts: UnitParts, th: Thresholds,
                    parts0: UnitParts | None) -> None:
     """Sign / rescaling: units whose whole block [in, out] is at zero, distances, balance."""
-    V = parts.vectors()
+    V = parts.vectors().double()
     h = V.shape[1]
     norms = torch.linalg.vector_norm(V.double(), dim=-1)
     total = torch.linalg.vector_norm(norms, dim=1, keepdim=True)
@@ -156,33 +158,54 @@ def never_active_rows(rows: Rows, layer: str, amax: torch.Tensor, th: Thresholds
              threshold=th.active_atol, note=f"activation max |a| <= threshold on the example inputs ({n_inputs})")
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Batched LAPACK on many small matrices (rank cores, G) in one thread: on a loaded 2-core machine
+    its per-matrix thread pool cost 100x the work (6 SVDs of 64 x 64: 0.42 s with 2 threads, 4 ms with 1)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def product_core(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """A small matrix with the singular values of left @ right (``[.., m, h] @ [.., h, n]``), in float64.
 
     With left = Q_l R_l and right^T = Q_r R_r, left @ right = Q_l (R_l R_r^T) Q_r^T, so R_l R_r^T
     (at most h x h) has the same spectrum; SVDs of d x d attention products are the audit's cost otherwise.
     """
-    r_left = torch.linalg.qr(left.double(), mode="r").R
-    r_right = torch.linalg.qr(right.double().transpose(-2, -1), mode="r").R
+    with one_thread():
+        r_left = torch.linalg.qr(left.double(), mode="r").R
+        r_right = torch.linalg.qr(right.double().transpose(-2, -1), mode="r").R
     return r_left @ r_right.transpose(-2, -1)
 
 
-def rank_rows(rows: Rows, layer: str, symmetry: str, P: torch.Tensor, max_rank: int, th: Thresholds,
+def rank_rows(rows: Rows, layers: list[str], symmetry: str, P: torch.Tensor, max_rank: int, th: Thresholds,
               prefix: str = "") -> None:
-    """Rank family of product matrices ``[M, m, n]`` (or their product_core) and the directions switched off."""
-    r = metrics.tau_rank(P, th.rank_tau, th.rank_atol).double()
-    rows.add(layer, symmetry, prefix + "tau_rank", r, threshold=th.rank_tau)
-    rows.add(layer, symmetry, prefix + "erank", metrics.erank(P, th.rank_atol))
-    rows.add(layer, symmetry, prefix + "stable_rank", metrics.stable_rank(P, th.rank_atol))
-    rows.add(layer, symmetry, prefix + "off_directions", max_rank - r, of=max_rank, threshold=th.rank_tau)
+    """Rank family of product matrices ``[M, L, m, n]`` (or their product_core), one set of rows per
+    layer name (heads of one attention layer are computed in one batch), and the directions switched off."""
+    M, L = P.shape[:2]
+    flat = P.flatten(0, 1)
+    with one_thread():
+        r = metrics.tau_rank(flat, th.rank_tau, th.rank_atol).double().view(M, L)
+        er = metrics.erank(flat, th.rank_atol).view(M, L)
+        sr = metrics.stable_rank(flat, th.rank_atol).view(M, L)
+    for j, layer in enumerate(layers):
+        rows.add(layer, symmetry, prefix + "tau_rank", r[:, j], threshold=th.rank_tau)
+        rows.add(layer, symmetry, prefix + "erank", er[:, j])
+        rows.add(layer, symmetry, prefix + "stable_rank", sr[:, j])
+        rows.add(layer, symmetry, prefix + "off_directions", max_rank - r[:, j], of=max_rank, threshold=th.rank_tau)
 
 
 def direction_distance(G: torch.Tensor) -> torch.Tensor:
     """min_k sigma_k(G) / ||G||_F over the h inner directions (rows of G ``[M, h, c]``); 0 if h > c."""
     G = G.double()
-    if G.shape[2] > G.shape[1]:  # the h x h R of G^T = QR has G's singular values, ~3x cheaper to get
-        G = torch.linalg.qr(G.transpose(1, 2), mode="r").R
-    s = metrics.singular_values(G)
+    with one_thread():
+        if G.shape[2] > G.shape[1]:  # the h x h R of G^T = QR has G's singular values, ~3x cheaper to get
+            G = torch.linalg.qr(G.transpose(1, 2), mode="r").R
+        s = metrics.singular_values(G)
     norm = torch.linalg.vector_norm(s, dim=1)
     weakest = s[:, -1] if G.shape[1] <= G.shape[2] else torch.zeros_like(norm)
     return weakest / torch.where(norm > 0, norm, torch.ones_like(norm))
@@ -190,4 +213,5 @@ def direction_distance(G: torch.Tensor) -> torch.Tensor:
 
 def origin_directions(G0: torch.Tensor, th: Thresholds) -> torch.Tensor:
     """Inner directions k with Pi_k G0 = 0: rotation mirror planes through the decay origin ``[M]``."""
-    return G0.shape[1] - metrics.tau_rank(G0.double(), th.origin_rtol).double()
+    with one_thread():
+        return G0.shape[1] - metrics.tau_rank(G0.double(), th.origin_rtol).double()
