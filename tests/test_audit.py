@@ -135,6 +135,35 @@ def test_multihead_attention_heads_of_planted_rank():
     assert value(df, "layers.0.linear1", "rescaling", "zero_units") == 0  # the ReLU feed-forward block is found too
 
 
+class PackedAttention(nn.Module):
+    """nanoGPT's attention: one packed q/k/v projection, split, F.scaled_dot_product_attention."""
+
+    def __init__(self, d=32, n_head=4):
+        super().__init__()
+        self.n_head, self.n_embd = n_head, d
+        self.c_attn, self.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        heads = lambda t: t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # noqa: E731
+        y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+def test_packed_attention_with_sdpa_by_running_and_by_fx():
+    torch.manual_seed(0)
+    model = PackedAttention()
+    with torch.no_grad():
+        model.c_attn.weight[32 + 8 + 1:32 + 16] = 0.0  # head 1's W_K keeps one row: rank 1
+    for found in (discover(trace(model, torch.randn(2, 5, 32))), discover(fx_graph(model, canonical_names(model)))):
+        attn = [f for f in found.findings if f.symmetry == "double_rotation"]
+        assert len(attn) == 1 and attn[0].spec["k"] == ("c_attn.weight", 32, 64)
+    df = audit(model, torch.randn(2, 5, 32))
+    assert value(df, "c_attn.h1", "double_rotation", "qk_tau_rank") == 1  # no common module: named by W_Q's
+    assert structure(df).layer.tolist() == ["c_attn.h1"]
+
+
 def stacked(*models) -> dict:
     return {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]) for n, _ in models[0].named_parameters()}
 

@@ -39,7 +39,11 @@ def audit(model: nn.Module, example_inputs=None, *, offsets: Tensors | None = No
     (units never active on them) and traces exactly what runs. offsets: {parameter name: theta_0}, the
     point weight decay pulls toward when theta = raw + b (breaking=offset: theta_0 = b); mirror planes
     that miss it are reported (`origin_on_plane`). softmax_output: whether the model's outputs are logits
-    of a softmax loss (None: report the translation symmetry conditionally). Thresholds: see Thresholds.
+    of a softmax loss (None: report the translation symmetry conditionally).
+    Thresholds (symexp.audit.Thresholds; defaults = symexp's metric defaults): dead_tau=0.1 (unit at zero:
+    ||v_i|| < dead_tau max_j ||v_j||), unit_tol=0.1 (duplicate pair: 2||v_i - v_j||^2 / (||v_i||^2 + ||v_j||^2)
+    < unit_tol), rank_tau=1e-3 and rank_atol=0 (direction off: sigma <= max(rank_tau sigma_1, rank_atol)),
+    active_atol=0 (never active: max |activation| <= active_atol), origin_rtol=1e-6 (theta_0 on a plane).
     """
     th = thresholds(**thresholds_)
     theta = {n: p.detach()[None] for n, p in model.named_parameters()}
@@ -63,8 +67,8 @@ def measure(found: Discovery, theta: Tensors, th: ms.Thresholds, theta0: Tensors
     members = next(iter(theta.values())).shape[0] if theta else 1
     rows = ms.Rows(members)
     for f in found.findings:
-        zero = theta0 is not None and any(p in theta0 for p in f.params)
-        origin = {n: theta0.get(n, torch.zeros_like(theta[n])) for n in f.params} if zero else None
+        shifted = theta0 is not None and any(p in theta0 for p in f.params)
+        origin = {n: theta0.get(n, torch.zeros_like(theta[n])) for n in f.params} if shifted else None
         start = len(rows.rows)
         MEASURE[f.symmetry](rows, f, theta, th, origin, found)
         for r in rows.rows[start:] if f.note else ():
@@ -99,7 +103,7 @@ def _rotation(rows, f: Finding, theta, th, origin, found) -> None:
     rows.add(f.layer, "rotation", "direction_distance_min", ms.direction_distance(G))
     if origin:
         rows.add(f.layer, "rotation", "origin_on_plane", ms.origin_directions(inner_matrices(f.spec, origin)[1], th),
-                 of=f.spec["h"], threshold=th.origin_rtol, note=ms._ORIGIN_NOTE)
+                 of=f.spec["h"], threshold=th.origin_rtol, note=ms.ORIGIN_NOTE)
 
 
 def _double_rotation(rows, f: Finding, theta, th, origin, found) -> None:
@@ -121,7 +125,7 @@ def _double_rotation(rows, f: Finding, theta, th, origin, found) -> None:
         G0 = [torch.cat(p, dim=-1).flatten(0, 1) for p in ((w0["q"], w0["k"]), (w0["v"], w0["o"].transpose(-2, -1)))]
         on = sum(ms.origin_directions(g, th).view(M, H).sum(1) for g in G0)
         rows.add(f.layer, "double_rotation", "origin_on_plane", on, of=2 * H * dh, threshold=th.origin_rtol,
-                 note=ms._ORIGIN_NOTE)
+                 note=ms.ORIGIN_NOTE)
         heads0 = torch.cat([(w0["q"].transpose(-2, -1) @ w0["k"]).flatten(2), (w0["o"] @ w0["v"]).flatten(2)], dim=-1)
     ms.permutation_rows(rows, f"{f.layer}.heads", heads, th, heads0, note="heads as units (W_Q^T W_K, W_O W_V)")
     if f.spec["k_bias"]:

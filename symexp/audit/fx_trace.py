@@ -111,9 +111,21 @@ def fx_graph(model: nn.Module, names: dict[int, str]) -> OpGraph:
     return graph
 
 
+class _Meta:
+    """A traced value that is not a tensor (x.size(), its items, arithmetic on them): not dataflow."""
+
+    def __repr__(self) -> str:
+        return "<shape>"
+
+
+META = _Meta()
+
+
 def _call(graph: OpGraph, n: fx.Node, arg):
     name = n.target if n.op == "call_method" else getattr(n.target, "__name__", str(n.target))
     args, kwargs = arg(n.args), arg(n.kwargs)
+    if name in ("size", "dim", "numel", "getattr") or not any(isinstance(a, (Node, Param)) for a in _flat((args, kwargs))):
+        return META
     if n.target is operator.getitem and isinstance(args[0], Node) \
             and graph.ops[args[0].idx].name in TUPLE_OPS and isinstance(args[1], int):
         return Node(graph.new("item", graph.ops[args[0].idx].name, [args[0].idx], meta={"index": args[1]}))

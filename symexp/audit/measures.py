@@ -37,6 +37,9 @@ class Thresholds:
     origin_rtol: float = 1e-6  # the decay origin theta_0 lies on a plane: ||O^T theta_0|| <= origin_rtol ||theta_0||
 
 
+ORIGIN_NOTE = "mirror planes through the decay origin theta_0 (offsets); weight decay favours only those"
+
+
 class Rows:
     """Tidy rows, one per member x (layer, symmetry, measure)."""
 
@@ -93,7 +96,7 @@ def permutation_rows(rows: Rows, layer: str, V: torch.Tensor, th: Thresholds, V0
     if V0 is not None:
         d0 = pair_distances(V0)
         rows.add(layer, symmetry, "origin_on_plane", (upper & (d0 <= th.origin_rtol)).sum((1, 2)).double(), of=pairs,
-                 threshold=th.origin_rtol, note=_ORIGIN_NOTE)
+                 threshold=th.origin_rtol, note=ORIGIN_NOTE)
 
 
 def _independent(V: torch.Tensor, live: torch.Tensor, candidate: torch.Tensor, th: Thresholds) -> torch.Tensor:
@@ -114,9 +117,6 @@ def _independent(V: torch.Tensor, live: torch.Tensor, candidate: torch.Tensor, t
         groups = metrics.independent_units(sub, th.unit_tol, th.dead_tau)[0]
         out.append(float(groups) + float((live[m] & ~cand).sum()))
     return torch.tensor(out, dtype=torch.float64)
-
-
-_ORIGIN_NOTE = "mirror planes through the decay origin theta_0 (offsets); weight decay favours only those"
 
 
 def _stat(values: list[torch.Tensor], fn) -> torch.Tensor:
@@ -150,7 +150,7 @@ def zero_unit_rows(rows: Rows, layer: str, symmetry: str, parts: UnitParts, th: 
     if parts0 is not None:
         n0 = torch.linalg.vector_norm(parts0.vectors().double(), dim=-1)
         on = n0 <= th.origin_rtol * n0.amax(1, keepdim=True)
-        rows.add(layer, symmetry, "origin_on_plane", on.sum(1).double(), of=h, threshold=th.origin_rtol, note=_ORIGIN_NOTE)
+        rows.add(layer, symmetry, "origin_on_plane", on.sum(1).double(), of=h, threshold=th.origin_rtol, note=ORIGIN_NOTE)
 
 
 def never_active_rows(rows: Rows, layer: str, amax: torch.Tensor, th: Thresholds, n_inputs: str) -> None:
