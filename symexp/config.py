@@ -74,6 +74,8 @@ class Logger:
     project: str = "symexp"
     entity: Optional[str] = None
     mode: Literal["online", "offline", "disabled"] = "disabled"
+    max_member_runs: Count = 128  # one wandb run per member up to this many; above, one run per job with a table
+    sampled_member_runs: NonNegInt = 8  # above the limit: member runs kept for a sample spread over the grid
 
 
 @dataclass

@@ -41,15 +41,6 @@ def test_rerun_of_finished_job_is_skipped_and_other_config_refused(make_cfg, tmp
     assert (out / "metrics.parquet").stat().st_mtime_ns == before  # nothing overwritten
 
 
-def test_wandb_offline_writes_a_run_without_a_key(make_cfg, tmp_path, monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    out = tmp_path / "job"
-    run_job(make_cfg(*TINY, "logger=wandb", "logger.mode=offline"), out, progress=False)
-    runs = list((out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
-
-
 def test_collect_checks_rows_against_status(make_cfg, tmp_path):
     sweep = tmp_path / "sweep"
     for sym in ("plain", "rescaling"):
