@@ -46,17 +46,21 @@ sys.path.insert(0, str(ROOT))  # symexp without an install (the GPU machine has 
 
 from symexp.bench import min_time  # noqa: E402
 from symexp.data.images import augment, write_cifar10_like  # noqa: E402
+from symexp.experiments import discover  # noqa: E402
 from symexp.models.resnet import ResNet18  # noqa: E402
 from symexp.run import run_job  # noqa: E402
 
 CONFIGS = ROOT / "configs"
 FIRST = ["fig1_right_resnet", "transformer", "fig1_right", "transformer_adamw", "fig1_left_noise", "fig1_left"]
 BENCHES = ["resnet_eager", "ensemble", "resnet_compiled"]
+# --smoke: tiny models and sets, where the experiment's config has the key; 1 seed x 2 decays x 1 lr
 SMOKE = {"resnet18": {"model.width": 0.0625, "optim.batch_size": 8, "data.n_train": 64, "data.n_test": 32,
                       "metrics.train_subset": 32},
          "transformer": {"model.n_layer": 1, "model.n_head": 2, "model.d_model": 32, "data.context": 16,
                          "optim.batch_size": 4, "data.eval_windows": 4},
-         "mlp": {"optim.batch_size": 16, "data.n_train": 256, "data.n_test": 64, "metrics.train_subset": 64}}
+         "mlp": {"model.widths": "[32,16]", "optim.batch_size": 16, "data.n_train": 256, "data.per_class": 20,
+                 "data.n_test": 64, "data.probe_examples": 64, "metrics.train_subset": 64}}
+# image sets by the word in their data.name: (default root, a file that shows the set is there)
 IMAGE_SETS = {"cifar10": ("~/datasets/cifar10", ["data_batch_1", "cifar-10-batches-py/data_batch_1"]),
               "fashion_mnist": ("/usr/share/datasets/fashion-mnist", ["train-images-idx3-ubyte.gz",
                                                                       "train-images-idx3-ubyte"])}
@@ -152,21 +156,26 @@ def listed(values) -> str:
     return "[" + ",".join(map(repr, values)) + "]"
 
 
-def image_root(check: Check, data: dict) -> tuple[dict, str]:
+def image_kind(data) -> str | None:
+    """Which image set a data config reads (cifar10, fashion_mnist, or a variant of one), else None."""
+    return next((k for k in IMAGE_SETS if k in str(data.get("name")) and "root" in data), None)
+
+
+def image_root(check: Check, data) -> tuple[dict, str]:
     """({data.root override}, what the data is): the real image set when its files are there, else
     random images of its shape (full size, or tiny for --smoke), written once to the scratch folder."""
-    name = data.get("name")
-    if name not in IMAGE_SETS:
+    kind = image_kind(data)
+    if kind is None:
         return {}, "as configured"
-    default, files = IMAGE_SETS[name]
+    default, files = IMAGE_SETS[kind]
     root = Path(data.get("root") or default).expanduser()
     if any((root / f).exists() for f in files):
-        return {}, f"{name} from {root}"
-    if name not in check.synthetic:
-        check.synthetic[name] = out = check.scratch / f"random_{name}"
-        n_train, n_test = (80, 32) if check.smoke else ((50000, 10000) if name == "cifar10" else (60000, 10000))
-        write_cifar10_like(out, n_train // 5, n_test) if name == "cifar10" else write_idx_set(out, n_train, n_test)
-    return {"data.root": str(check.synthetic[name])}, f"random {name}-shaped images ({root} has no {name})"
+        return {}, f"{kind} from {root}"
+    if kind not in check.synthetic:
+        check.synthetic[kind] = out = check.scratch / f"random_{kind}"
+        n_train, n_test = (80, 32) if check.smoke else ((50000, 10000) if kind == "cifar10" else (60000, 10000))
+        write_cifar10_like(out, n_train // 5, n_test) if kind == "cifar10" else write_idx_set(out, n_train, n_test)
+    return {"data.root": str(check.synthetic[kind])}, f"random {kind}-shaped images ({root} has no {kind})"
 
 
 def write_idx_set(out: Path, n_train: int, n_test: int) -> None:
@@ -188,14 +197,16 @@ def plan_job(check: Check, exp: str, extra: dict | None = None) -> dict:
     root, data_note = image_root(check, paper.data)
     shrink = {}
     if check.smoke:
-        ens = paper.ensemble
+        ens, absent = paper.ensemble, object()
         shrink = {"ensemble.seeds": listed(ens.seeds[:1]), "ensemble.lrs": listed(ens.lrs[:1]),
-                  "ensemble.weight_decays": listed(ens.weight_decays[:2]), **SMOKE.get(paper.model.name, {})}
+                  "ensemble.weight_decays": listed(ens.weight_decays[:2])}
+        shrink.update({k: v for k, v in SMOKE.get(paper.model.name, {}).items()
+                       if OmegaConf.select(paper, k, default=absent) is not absent})
     overrides = {**head, **jobs[0], **root, **shrink, **(extra or {})}
     overrides.update({} if check.compile else {"compile": "false"})
     cfg = compose_cfg(overrides)
     per_step = cfg.optim.batch_size or cfg.data.get("n_train") or 0  # null batch = full batch
-    unit = "images/s" if cfg.data.name in IMAGE_SETS else "samples/s"
+    unit = "images/s" if image_kind(cfg.data) else "samples/s"
     if cfg.data.name == "text":
         unit, per_step = "tokens/s", per_step * cfg.data.context
     return dict(experiment=exp, cfg=cfg, overrides=[f"{k}={v}" for k, v in overrides.items()], jobs=len(jobs),
@@ -255,8 +266,10 @@ def measure(check: Check, plan: dict, with_eval: bool) -> dict:
     eval_s = None
     if with_eval and check.budget.fits(1.5 * t2, optional=True):  # one eval + checkpoint more than t2's run
         eval_s = max(run(n2, math.ceil(n2 / 2)) - t2, 0.0)
+    notes = [] if step > 0 else ["step time not resolved: t2 - t1 stayed inside the run-to-run spread"]
     return dict(members=plan["members"], runs=runs, step_s=step, compile_s=cold - t1, setup_s=t1 - n1 * step, eval_s=eval_s,
-                throughput=plan["per_step"] * plan["members"] / step if step > 0 else None, peak_gib=check.peak_gib())
+                throughput=plan["per_step"] * plan["members"] / step if step > 0 else None, peak_gib=check.peak_gib(),
+                notes=notes)
 
 
 def experiment_item(check: Check, exp: str) -> None:
@@ -264,11 +277,10 @@ def experiment_item(check: Check, exp: str) -> None:
     m = measure(check, plan, with_eval=True)
     evals = math.ceil(plan["paper_steps"] / plan["paper_eval_every"]) + 1  # step 0, every k, the last
     job = m["compile_s"] + m["setup_s"] + plan["paper_steps"] * m["step_s"] + (evals - 2) * (m["eval_s"] or 0.0)
-    notes = [] if m["eval_s"] is not None else ["periodic evals not timed (budget): left out of the job time"]
+    notes = m["notes"] + ([] if m["eval_s"] is not None else ["periodic evals not timed (budget): left out of the job time"])
     notes += ["paper steps are an upper bound (converge_tol may stop earlier)"] if plan["upper_bound"] else []
-    notes += ["step time not resolved above timer noise"] if m["step_s"] <= 0 else []
     plan = {k: v for k, v in plan.items() if k != "cfg"}
-    check.add("experiments", dict(plan, **m, paper_evals=evals, job_wall_s=job, notes=notes,
+    check.add("experiments", dict(plan, **dict(m, notes=notes), paper_evals=evals, job_wall_s=job,
                                   sweep_wall_s=m["compile_s"] + plan["jobs"] * (job - m["compile_s"])))
 
 
@@ -364,7 +376,7 @@ def resnet_case(check: Check, compiled: bool, impl: str, members: int, precision
 
 
 def experiment_names() -> list[str]:
-    names = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+    names = list(discover().experiments)
     return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
 
 
@@ -434,6 +446,8 @@ def markdown(d: dict) -> str:
     lines += [""] + [f"- skipped {s['item']}: {s['reason']}" for s in d["skipped"]]
     lines += [f"- FAILED {e['item']}: {e['error']}" for e in d["errors"]]
     lines += [f"- {r['experiment']}: {n}" for r in d["experiments"] for n in r["notes"] + [f"data: {r['data']}"]]
+    lines += [f"- {r.get('case') or 'ensemble M=' + str(r['M'])}: {n}" for r in d["ensemble"] + d["resnet"]
+              for n in r.get("notes", [])]
     return "\n".join(lines) + "\n"
 
 

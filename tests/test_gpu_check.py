@@ -97,6 +97,19 @@ def test_watchdog_cuts_the_running_item_at_the_budgets_end(script, tmp_path, mon
     assert "- skipped transformer: budget: cut off" in (tmp_path / "gpu.md").read_text()
 
 
+def test_a_missing_image_set_is_replaced_by_random_images_its_loader_reads(script, tmp_path):
+    from symexp.data.images import load_cifar10, load_fashion_mnist
+
+    args = script.parse_args(["--device", "cpu", "--smoke", "--budget-s", "10", "--out-dir", str(tmp_path)])
+    check = script.Check(args, tmp_path / "gpu.json", script.describe(args, []), tmp_path)
+    for name, load, shape in (("cifar10", load_cifar10, (3, 32, 32)), ("permuted_fashion_mnist", load_fashion_mnist, (1, 28, 28))):
+        override, note = script.image_root(check, OmegaConf.create({"name": name, "root": str(tmp_path / "absent")}))
+        images = load(override["data.root"])
+        assert images.x_train.shape == (80, *shape) and images.x_test.shape == (32, *shape), name
+        assert int(images.y_train.max()) <= 9 and note.startswith("random ")
+    assert script.image_root(check, OmegaConf.create({"name": "regression", "dim": 3})) == ({}, "as configured")
+
+
 def test_bad_arguments_fail_in_one_line_before_any_work(script, capsys):
     for argv, message in ((["--only", "fig9"], "--only fig9: unknown item; allowed: fig1_right_resnet"),
                           (["--budget-s", "0"], "--budget-s 0: must be a positive number of seconds")):
