@@ -22,12 +22,14 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
-from symexp import cli, experiments, report
+from symexp import cli, experiments, report, wandb_sink
 from symexp.errors import UserError
 from symexp.results import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
 REFERENCE = ROOT / "results" / "reference"
 
 
@@ -93,6 +95,16 @@ def figures_and_claims(tables, args, results: Path) -> list[str]:
     return failed
 
 
+def mirror_to_wandb(overrides: list[str], scale: str, ledger: Path, figures: Path) -> None:
+    """With logger=wandb among the overrides: one summary run with the figures, the ledger and the software."""
+    if "logger=wandb" not in overrides:
+        return
+    cfg = OmegaConf.merge(OmegaConf.load(CONFIGS / "logger" / "wandb.yaml"),
+                          OmegaConf.from_dotlist([o.removeprefix("logger.") for o in overrides if o.startswith("logger.")]))
+    software = {**report.versions(), "device": report.device_line(), "commit": report.git_commit()}
+    wandb_sink.summary_run(OmegaConf.to_container(cfg), scale, ledger, sorted(figures.glob("*.png")), software)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--scale", default="quick", choices=["quick", "paper"])
@@ -126,6 +138,7 @@ def main() -> int:
     total = time.time() - start
     command = "scripts/reproduce.py " + shlex.join(sys.argv[1:])
     write_text(results / "REPORT.md", report.build(results, args.scale, timings, total, command, note, registry))
+    mirror_to_wandb(args.overrides, args.scale, ledger, results / "figures")
     print(note)
     print(f"reproduce: scale={args.scale} finished in {total:.0f} s ({total / 60:.1f} min, set-up included "
           f"when run by make) -> {results / 'REPORT.md'}")
