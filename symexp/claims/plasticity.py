@@ -79,6 +79,8 @@ def error_mirror_corr(table: pd.DataFrame) -> float:
     t = cell(table, SCR, "none", 0.0)
     err, mir = per_member(t, names.LOSS_ONLINE).stack(), mirror(t).stack()
     both = pd.concat([err, mir], axis=1, join="inner").dropna()
+    if both.nunique().min() < 2:  # a constant count (e.g. never on a plane): rho is undefined
+        return float("nan")
     return float(both.iloc[:, 0].corr(both.iloc[:, 1], method="spearman"))
 
 

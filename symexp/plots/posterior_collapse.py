@@ -55,5 +55,5 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
                yticks=np.arange(0, int(plain[PREDICTED].max()) + 1))
         ax.legend(fontsize=7)
     fig.suptitle("Posterior collapse in a linear VAE: measured active latents over the predicted staircase "
-                 "(λᵢ = 4·2^−(i−1), k = 8)")
+                 "(λᵢ = 4·2^(1−i), k = 8)")
     return save(fig, out_dir, "posterior_collapse")
