@@ -438,7 +438,8 @@ def markdown(d: dict) -> str:
     def wall(s):
         return f"{s:.0f} s" if s < 600 else f"{s / 3600:.2f} h"
     lines = [f"# gpu_check on {d['device_name']}", "", f"`{d['command']}`: torch {d['torch']}, budget {d['budget_s']:g} s, "
-             f"took {d.get('elapsed_s', 0)} s{'; SMOKE sizes, not paper scale' if d['smoke'] else ''}.", "",
+             f"took {d.get('elapsed_s', 0)} s{'; SMOKE sizes, not paper scale' if d['smoke'] else ''}. Protocol "
+             "(black-box slopes between runs of N1 and N2 steps; extrapolation): scripts/gpu_check.py's docstring.", "",
              "| experiment | job timed | jobs | members | ms/step | throughput | compile s | setup s | eval s | peak GiB "
              "| paper steps | full job | full sweep |", "|" + "---|" * 13]
     lines += [f"| {r['experiment']} | {r['job']} | {r['jobs']} | {r['members']} | {g(r['step_s'], 1e3)} | "
