@@ -6,7 +6,7 @@ FMNIST  := /usr/share/datasets/fashion-mnist
 # taken before set-up, so the report's wall time includes it
 START   := $(shell date +%s)
 
-.PHONY: help setup data reproduce reference test test-fast bench figures clean
+.PHONY: help setup data reproduce reference test test-fast bench figures clean gpu-check gpu-wheels
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,13 @@ bench: .venv/.installed  ## benchmarks; results under results/bench/
 figures: .venv/.installed  ## redraw every figure and the claim ledger from the collected tables
 	$(PY) -m symexp.cli plot all
 	$(PY) -m symexp.cli claims
+
+BUDGET ?= 400
+gpu-check:  ## CUDA GPU: time every paper-scale experiment + the ensemble/ResNet benches within BUDGET s -> results/bench/gpu_<gpu>.json|md (bare GPU machine: make gpu-check PY=python3)
+	$(PY) scripts/gpu_check.py --budget-s $(BUDGET)
+
+gpu-wheels: .venv/.installed  ## hydra-core, omegaconf, antlr4 wheels for a GPU machine without a package index -> .gpu_wheels/
+	PYTHON=$(PY) bash scripts/gpu_wheels.sh .gpu_wheels
 
 clean:  ## remove run directories and collected tables (keeps results/reference)
 	rm -rf results/runs results/tables

@@ -64,6 +64,8 @@ def run_job(cfg: DictConfig, out_dir: Path, job: str = "default", overrides: lis
     c, parts = validate_parts(cfg)  # fail fast, before touching any file
     device, dtype = pick_device(c["device"]), getattr(torch, c["dtype"])
     torch.backends.cudnn.benchmark = device.type == "cuda"  # shapes are fixed per job: autotune convolutions once
+    if c["compile"]:  # jobs of a sweep share a process: without a reset, dynamo's per-code cache limit (8)
+        torch.compiler.reset()  # would send later jobs silently to eager
     with results.job_lock(out_dir) as held:
         if not held:  # the same job of a concurrent sweep: that process finishes it
             print(f"symexp: skip {job}: running in another process ({out_dir})", file=sys.stderr)
