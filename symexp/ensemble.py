@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from symexp import optim
 from symexp.models import init_member
@@ -149,7 +150,8 @@ class Ensemble:
     def make_step(self, rule: optim.Rule, decayed: frozenset[str], per_member_x: bool, per_member_y: bool,
                   max_loss: float, compile: bool, buffers: Tensors | None = None):
         """The batched train step: (raw, opt, alive, x, y, lr) -> (raw, opt, alive, loss[M]).
-        `buffers` (a State's, [M, ...]) are updated in place by the model's train-mode forward (BatchNorm)."""
+        `buffers` (a State's, [M, ...]) are updated in place by the model's train-mode forward (BatchNorm).
+        `compile`: the same step as one Inductor-compiled graph (CompiledStep)."""
         penalty = getattr(self.symmetry, "penalty", None)  # an explicit loss term (symmetry=penalty only)
         trained = self.member_loss if penalty is None else (
             lambda raw, fixed, x, y, b: self.member_loss(raw, fixed, x, y, b) + penalty(self.effective(raw, fixed)))
@@ -157,7 +159,8 @@ class Ensemble:
                        in_dims=(0, 0, 0 if per_member_x else None, 0 if per_member_y else None, 0))
         wd, fixed, buffers = self.hyper["weight_decay"], self.fixed, buffers if buffers is not None else {}
 
-        def step(raw: Tensors, opt: Tensors, alive: torch.Tensor, x, y, lr: torch.Tensor):
+        def update(raw: Tensors, opt: Tensors, alive: torch.Tensor, x, y, lr: torch.Tensor,
+                   wd: torch.Tensor, fixed: Tensors, buffers: Tensors):
             grads, loss = grad_fn(raw, fixed, x, y, buffers)
             new_raw, new_opt = rule.update(raw, grads, opt, lr, wd, decayed)
             ok = alive & torch.isfinite(loss) & (loss.abs() < max_loss)
@@ -169,4 +172,44 @@ class Ensemble:
             new_opt = {k: keep(v, opt[k]) for k, v in new_opt.items()}
             return new_raw, new_opt, ok, loss
 
-        return torch.compile(step, dynamic=False) if compile else step
+        if compile:
+            return CompiledStep(update, wd, fixed, buffers)
+        return lambda raw, opt, alive, x, y, lr: update(raw, opt, alive, x, y, lr, wd, fixed, buffers)
+
+
+class CompiledStep:
+    """A train step traced once into one ATen graph (make_fx on fake tensors: the trace changes no
+    state) and compiled by Inductor. A call hands the compiled graph a flat list of tensors, with no
+    Dynamo frame evaluation or guards: through torch.compile those cost as much as the whole step of
+    one small member (profile: notes in scripts/bench_ensemble.py). The graph is specialised to the
+    first call's shapes and strides (Inductor asserts them on every call). The weight decays, offsets
+    and buffers are graph inputs, not constants, so every job of one structure shares one entry of
+    Inductor's on-disk cache; buffers are updated in place, as by the eager step."""
+
+    def __init__(self, update, wd: torch.Tensor, fixed: Tensors, buffers: Tensors):
+        self.update, self.fixed, self.buffers = update, fixed, buffers
+        self.extras = [wd, *fixed.values(), *buffers.values()]
+        self.compiled, self.raw_keys, self.opt_keys = None, [], []
+
+    def _flat(self, *ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        nr, no = len(self.raw_keys), len(self.opt_keys)
+        raw, opt = dict(zip(self.raw_keys, ts[:nr])), dict(zip(self.opt_keys, ts[nr:nr + no]))
+        alive, x, y, lr, wd = ts[nr + no:nr + no + 5]
+        rest = ts[nr + no + 5:]
+        fixed = dict(zip(self.fixed, rest[:len(self.fixed)]))
+        new_raw, new_opt, ok, loss = self.update(raw, opt, alive, x, y, lr, wd, fixed,
+                                                 dict(zip(self.buffers, rest[len(self.fixed):])))
+        return (*(new_raw[k] for k in self.raw_keys), *(new_opt[k] for k in self.opt_keys), ok, loss)
+
+    def __call__(self, raw: Tensors, opt: Tensors, alive: torch.Tensor, x, y, lr: torch.Tensor):
+        if self.compiled is None:
+            self.raw_keys, self.opt_keys = list(raw), list(opt)
+        args = [*(raw[k] for k in self.raw_keys), *(opt[k] for k in self.opt_keys), alive, x, y, lr, *self.extras]
+        if self.compiled is None:
+            from torch._inductor import standalone_compile  # Inductor loads only when a step compiles
+
+            graph = make_fx(self._flat, tracing_mode="fake")(*args)
+            self.compiled = standalone_compile(graph, args, dynamic_shapes="from_example_inputs")
+        out = self.compiled(*args)
+        nr, no = len(self.raw_keys), len(self.opt_keys)
+        return dict(zip(self.raw_keys, out[:nr])), dict(zip(self.opt_keys, out[nr:nr + no])), out[-2], out[-1]
