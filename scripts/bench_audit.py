@@ -64,6 +64,7 @@ def bench_model(name: str, make, repeats: int) -> list[dict]:
                           ("discover", lambda: discover(graph)), ("measure", lambda: measure(found, theta, th))):
             wall, util = min_time(fn, repeats)
             row[f"{stage}_s"], row[f"{stage}_cpu_util"] = round(wall, 4), round(util, 2)
+            row[f"{stage}_cpu_s"] = round(wall * util, 4)  # process CPU seconds of that repeat
         print(json.dumps(row))
         out.append(row)
     return out

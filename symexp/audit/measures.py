@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from symexp import metrics
@@ -76,45 +77,45 @@ def permutation_rows(rows: Rows, layer: str, V: torch.Tensor, th: Thresholds, V0
     """Dead/duplicate units and pair distances of unit vectors ``[M, h, p]``."""
     V = V.double()  # once: every measure below works in float64
     M, h = V.shape[:2]
-    pairs = h * (h - 1) // 2
-    dead = (metrics.dead_fraction(V, th.dead_tau).double() * h).round()
+    i, j = torch.triu_indices(h, h, 1)  # every pair once
     live = _live(V, th.dead_tau)
-    dist = pair_distances(V)
-    upper = torch.ones(h, h, dtype=torch.bool).triu(1)
-    live_pairs = upper & live[:, :, None] & live[:, None, :]
-    on_plane = live_pairs & (4 * dist.square() < th.unit_tol)
-    independent = _independent(V, live, live_pairs & (4 * dist.square() < 2 * th.unit_tol), th)
-    groups = torch.tensor([_groups(on_plane[m] | on_plane[m].T) for m in range(M)], dtype=torch.float64)
-    rows.add(layer, symmetry, "dead_units", dead, of=h, threshold=th.dead_tau, note=note)
-    rows.add(layer, symmetry, "independent_units", independent, of=h, threshold=th.unit_tol, note=note)
-    rows.add(layer, symmetry, "duplicate_units", live.sum(1).double() - independent, of=h, threshold=th.unit_tol, note=note)
-    rows.add(layer, symmetry, "duplicate_groups", groups, of=h // 2, threshold=th.unit_tol, note=note)
-    rows.add(layer, symmetry, "pairs_on_plane", on_plane.sum((1, 2)).double(), of=pairs, threshold=th.unit_tol, note=note)
+    dist = pair_distances(V)[:, i, j]  # [M, pairs]
+    live_pairs = live[:, i] & live[:, j]
+    rel = 4 * dist.square()  # = 2||v_i - v_j||^2 / (||v_i||^2 + ||v_j||^2), the independent-unit rule
+    on_plane = live_pairs & (rel < th.unit_tol)
+    independent = _independent(V, live, live_pairs & (rel < 2 * th.unit_tol), (i, j), th)
+    groups = torch.tensor([_groups(h, i[on_plane[m]], j[on_plane[m]]) for m in range(M)], dtype=torch.float64)
+    add = lambda measure, value, **kw: rows.add(layer, symmetry, measure, value, note=note, **kw)  # noqa: E731
+    add("dead_units", (metrics.dead_fraction(V, th.dead_tau).double() * h).round(), of=h, threshold=th.dead_tau)
+    add("independent_units", independent, of=h, threshold=th.unit_tol)
+    add("duplicate_units", live.sum(1).double() - independent, of=h, threshold=th.unit_tol)
+    add("duplicate_groups", groups, of=h // 2, threshold=th.unit_tol)
+    add("pairs_on_plane", on_plane.sum(1).double(), of=len(i), threshold=th.unit_tol)
     masked = [dist[m][live_pairs[m]] for m in range(M)]
-    rows.add(layer, symmetry, "pair_distance_min", _stat(masked, torch.min), note=note)
-    rows.add(layer, symmetry, "pair_distance_median", _stat(masked, torch.median), note=note)
+    add("pair_distance_min", _stat(masked, torch.min))
+    add("pair_distance_median", _stat(masked, torch.median))
     if V0 is not None:
-        d0 = pair_distances(V0)
-        rows.add(layer, symmetry, "origin_on_plane", (upper & (d0 <= th.origin_rtol)).sum((1, 2)).double(), of=pairs,
-                 threshold=th.origin_rtol, note=ORIGIN_NOTE)
+        on0 = pair_distances(V0)[:, i, j] <= th.origin_rtol
+        rows.add(layer, symmetry, "origin_on_plane", on0.sum(1).double(), of=len(i), threshold=th.origin_rtol,
+                 note=ORIGIN_NOTE)
 
 
-def _independent(V: torch.Tensor, live: torch.Tensor, candidate: torch.Tensor, th: Thresholds) -> torch.Tensor:
-    """metrics.independent_units, run only on units with a candidate duplicate (twice the tolerance, so
-    float64 round-off cannot hide one) plus the largest unit (which fixes the dead rule's scale).
+def _independent(V: torch.Tensor, live: torch.Tensor, candidate: torch.Tensor, pairs: tuple, th: Thresholds) -> torch.Tensor:
+    """metrics.independent_units, run only on units in a candidate duplicate pair (twice the tolerance,
+    so float64 round-off cannot hide one) plus the largest unit (which fixes the dead rule's scale).
 
     Exact: a unit with no duplicate opens its own group and absorbs none in the greedy pass, so leaving
     it out changes no other unit's group; it is added back as one group. The full pairwise pass
     (distances without the matmul shortcut) is what makes the exact count slow on wide layers."""
     out = []
     for m in range(V.shape[0]):
-        cand = (candidate[m] | candidate[m].T).any(1)
+        cand = torch.zeros(V.shape[1], dtype=torch.bool)
+        cand[pairs[0][candidate[m]]], cand[pairs[1][candidate[m]]] = True, True
         if not bool(cand.any()):
             out.append(float(live[m].sum()))
             continue
-        cand[torch.linalg.vector_norm(V[m].double(), dim=-1).argmax()] = True
-        sub = V[m:m + 1, cand]
-        groups = metrics.independent_units(sub, th.unit_tol, th.dead_tau)[0]
+        cand[torch.linalg.vector_norm(V[m], dim=-1).argmax()] = True
+        groups = metrics.independent_units(V[m:m + 1, cand], th.unit_tol, th.dead_tau)[0]
         out.append(float(groups) + float((live[m] & ~cand).sum()))
     return torch.tensor(out, dtype=torch.float64)
 
@@ -123,9 +124,10 @@ def _stat(values: list[torch.Tensor], fn) -> torch.Tensor:
     return torch.tensor([float(fn(v)) if v.numel() else float("nan") for v in values], dtype=torch.float64)
 
 
-def _groups(adjacent: torch.Tensor) -> int:
-    """Connected groups of two or more units on each other's plane."""
-    _, labels = connected_components(adjacent.numpy().astype(np.int8), directed=False)
+def _groups(h: int, i: torch.Tensor, j: torch.Tensor) -> int:
+    """Connected groups of two or more units joined by pairs (i, j) on each other's plane."""
+    adjacent = coo_matrix((np.ones(len(i)), (i.numpy(), j.numpy())), shape=(h, h))
+    _, labels = connected_components(adjacent, directed=False)
     return int((np.bincount(labels) >= 2).sum())
 
 

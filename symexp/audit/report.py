@@ -75,7 +75,8 @@ def summary(df: pd.DataFrame, source: str) -> str:
             lines.append(f"  {sym:<15} {layer}: " + ", ".join(hits))
     if len(lines) == 1 + len(df.attrs.get("notes", [])):
         lines.append("  nothing sits on a mirror plane at these thresholds")
-    found = df[~df.symmetry.isin(["unclassified"])].groupby("symmetry")["layer"].nunique()
+    classified = df[df.symmetry != "unclassified"]
+    found = classified.layer.str.replace(r"\.(h\d+|heads)$", "", regex=True).groupby(classified.symmetry).nunique()
     lines.append("  symmetries found: " + ", ".join(f"{s} ({n} layers)" for s, n in found.items()))
     un = df[(df.symmetry == "unclassified") & (df.member == df.member.min())]
     if len(un):
