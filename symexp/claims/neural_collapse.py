@@ -10,10 +10,10 @@ from __future__ import annotations
 import pandas as pd
 
 from symexp.claims import Check, final, has, select
+from symexp.collapse_eval import FEATURE_RANK_TAU as RANK_TAU
 from symexp.metrics import names
 
 EXPERIMENT = "neural_collapse"
-RANK_TAU = 1e-3  # collapse_eval.FEATURE_RANK_TAU: the rank the table holds
 RANK = names.feature_rank(RANK_TAU)
 CLASSES = 10
 RHO, RATIO = -0.8, 0.1  # Spearman(wd, NC1) over wd > 0; NC1 at the largest wd / at wd 0

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from symexp.claims import Check, ClaimError, has
+from symexp.collapse_eval import ZERO_PLANE_TAUS
 from symexp.metrics import names
 
 SCR, PERMUTED = "plasticity_scr", "plasticity_permuted"
-ZERO_TAU, UNIT_TOL = 1e-3, 0.1  # the mirror count's zero-plane tau and duplicate tolerance (metrics.unit_tol)
+ZERO_TAU, UNIT_TOL = ZERO_PLANE_TAUS[0], 0.1  # the mirror count's zero-plane tau; duplicates at metrics.unit_tol
 MIRROR_METRICS = (names.zero_plane(ZERO_TAU), names.duplicates(UNIT_TOL))
 # SCR windows as fractions of the run: early = windows ending in (10 %, 50 %] (after the first descent),
 # late = windows ending in (80 %, 100 %]
@@ -111,7 +112,8 @@ def dead_vs_plane(table: pd.DataFrame, experiment: str, breaking: str, wd: float
     t = cell(table, experiment, breaking, wd)
     last = lambda metric: per_member(t, metric, layer=None).mean(axis=1).iloc[-1]  # noqa: E731
     return (f"at the end (seed mean, all hidden layers): dead units {last(names.DEAD_UNITS):.2f}, zero-plane "
-            f"{last(names.zero_plane(ZERO_TAU)):.2f} (within 0.1 of init: {last(names.zero_plane(0.1)):.2f}), "
+            f"{last(names.zero_plane(ZERO_TAU)):.2f} (within {ZERO_PLANE_TAUS[1]:g} of init: "
+            f"{last(names.zero_plane(ZERO_PLANE_TAUS[1])):.2f}), "
             f"duplicates {last(names.duplicates(UNIT_TOL)):.2f}")
 
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import pandas as pd
 
 from symexp.claims import Check, final, has, select
+from symexp.collapse_eval import ACTIVE_KL
 from symexp.metrics import names
 
 EXPERIMENT = "posterior_collapse"
-ACTIVE_KL = 0.01  # collapse_eval.ACTIVE_KL: the name of the count the table holds
 ACTIVE, PREDICTED = names.active_latents(ACTIVE_KL), names.ref_active_latents(ACTIVE_KL)
 GAP = 1e-4  # converged: loss within this of the closed-form optimum (nats per example)
 FIXED = " [threshold fixed before the first full run]"

@@ -86,7 +86,8 @@ class ImageStream(Stream):
         return self.images.next()
 
     def probe(self):
-        """The first examples of the task about to start (LoP measures dead units there)."""
+        """The first examples of the current task; at a task boundary, of the task about to start (where
+        LoP measures dead units)."""
         return self.images.probe(self.probe_examples)
 
     def test(self):
