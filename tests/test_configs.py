@@ -28,7 +28,11 @@ PARTNERS = {("model", "transformer"): ["data=text"], ("data", "text"): ["model=t
             ("breaking", "residual"): ["symmetry=rotation", "model=matrix", "data=lowrank_map"],
             ("data", "fashion_mnist"): ["model=mlp"], ("data", "cifar10"): ["model=mlp"],
             ("model", "mlp"): ["data=fashion_mnist"], ("model", "resnet18"): ["data=fashion_mnist"],
-            ("model", "matrix"): ["data=lowrank_map"], ("data", "lowrank_map"): ["model=matrix"]}
+            ("model", "matrix"): ["data=lowrank_map"], ("data", "lowrank_map"): ["model=matrix"],
+            ("model", "linear_vae"): ["data=gaussian_spectrum"], ("data", "gaussian_spectrum"): ["model=linear_vae"],
+            ("data", "balanced_fashion_mnist"): ["model=mlp"],
+            ("data", "permuted_fashion_mnist"): ["model=mlp", "optim=sgd"],
+            ("data", "slowly_changing_regression"): ["optim=sgd"]}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
