@@ -95,6 +95,38 @@ def figures_and_claims(tables, args, results: Path) -> list[str]:
     return failed
 
 
+AUDITED = {"fig1_right": "breaking=none", "transformer": ""}  # experiment -> the job to audit (name contains)
+
+
+def audit_section(results: Path, scale: str) -> str:
+    """`symexp audit` of the Figure 1 (right) MLP and the coupled-L2 transformer at their smallest and largest
+    weight decay, beside the experiments' own metrics on the same weights (results/audit/)."""
+    from symexp.audit.agreement import agreement
+
+    audits, checks = [], []
+    for exp, pick in AUDITED.items():
+        for job in sorted(p.parent for p in (results / "runs" / scale / exp).rglob("weights.pt") if pick in str(p)):
+            audit, agree = agreement(job)
+            audits.append(audit)
+            checks.append(agree)
+    if not checks:
+        return ""
+    out = results / "audit"
+    out.mkdir(parents=True, exist_ok=True)
+    pd.concat(audits).to_csv(out / "audit.csv", index=False)
+    table = pd.concat(checks)
+    table.to_csv(out / "agreement.csv", index=False)
+    summary = table.groupby(["experiment", "weight_decay", "measure"]).agg(
+        audit=("audit", "sum"), logged=("logged", "sum"), agree=("agree", "sum"), of=("agree", "size")).reset_index()
+    rows = [f"| {r.experiment} | {r.weight_decay:g} | {r.measure} | {r.audit:g} | {r.logged:g} | {r.agree}/{r.of} |"
+            for r in summary.itertuples()]
+    return ("\n## Audit beside the claims (results/audit/)\n\n`symexp audit` found the mirror symmetries of the "
+            "trained weights from the models' own graphs; its counts, summed over layers (MLP) or heads "
+            "(transformer), against the experiment's own metrics at the last step:\n\n"
+            "| experiment | wd | measure | audit | logged | layers agreeing |\n|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
+
+
 def mirror_to_wandb(overrides: list[str], scale: str, ledger: Path, figures: Path) -> None:
     """With logger=wandb among the overrides: one summary run with the figures, the ledger and the software."""
     if "logger=wandb" not in overrides:
@@ -137,7 +169,8 @@ def main() -> int:
     note = reference_note(ledger, args.scale)
     total = time.time() - start
     command = "scripts/reproduce.py " + shlex.join(sys.argv[1:])
-    write_text(results / "REPORT.md", report.build(results, args.scale, timings, total, command, note, registry))
+    audit = audit_section(results, args.scale)
+    write_text(results / "REPORT.md", report.build(results, args.scale, timings, total, command, note, registry) + audit)
     mirror_to_wandb(args.overrides, args.scale, ledger, results / "figures")
     print(note)
     print(f"reproduce: scale={args.scale} finished in {total:.0f} s ({total / 60:.1f} min, set-up included "
