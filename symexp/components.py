@@ -119,7 +119,8 @@ def cross_check(parts: Parts, c: dict) -> None:
     kind = getattr(data, "kind", DataSet.kind)
     if kind not in reads:
         raise ConfigError(f"model.name: {model.name} cannot read {kind} (data={data.name}); it reads "
-                          f"{' or '.join(reads)}; models that read {kind}: "
+                          f"{' or '.join(reads)}, data that fit: "
+                          f"{fitting('data', lambda k: getattr(k, 'kind', None) in reads)}; models that read {kind}: "
                           f"{fitting('model', lambda k: kind in getattr(k, 'reads', ()))}")
     if getattr(sym, "needs_matrices", False) and not getattr(model, "matrix_only", False):
         raise ConfigError(f"symmetry.name: {sym.name} factorises matrix weights, model {model.name} also has "

@@ -164,10 +164,10 @@ def read_table(table: Path, status: dict) -> pd.DataFrame:
     if members != status["members"] or jobs != [status["job"]]:
         raise FileError(f"{table}: rows do not match status.json (members {members} vs {status['members']}, "
                         f"jobs {jobs} vs [{status['job']!r}])")
-    if "rows" in status and len(df) != status["rows"]:  # a table silently shorter than the job wrote
-        raise FileError(f"{table}: {len(df)} rows, status.json says {status['rows']}")
     if df.duplicated(["member", "step", "layer", "metric"]).any():
         raise FileError(f"{table}: duplicated (member, step, layer, metric) rows")
+    if "rows" in status and len(df) != status["rows"]:  # a table silently shorter than the job wrote
+        raise FileError(f"{table}: {len(df)} rows, status.json says {status['rows']}")
     return df
 
 

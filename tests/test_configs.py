@@ -92,7 +92,7 @@ BAD = [
     (["experiment=fig1_right", "data.n_test=0"], "data.n_test", ">= 1"),
     (["experiment=fig1_right", "data.pad=-1"], "data.pad", ">= 0"),
     (["breaking=mask", "breaking.mask_frac=0"], "breaking.mask_frac", "0 < mask_frac <= 1"),
-    (["logger.mode=sometimes"], "logger.mode", "offline"),
+    (["logger=wandb", "logger.mode=sometimes"], "logger.mode", "offline"),
     (["model=mlp"], "model.name", "fashion_mnist"),
     (["references=[spectrum]"], "references", "lowrank_map"),
     (["symmetry._target_=nowhere.Sym"], "symmetry._target_", "nowhere.Sym"),
