@@ -2,6 +2,7 @@
 (theta = u * v, MSE, SGD with coupled decay; d = 100, n = 1000, full batch).
 
     python scripts/bench_ensemble.py [--sizes 1 8 64 256] [--steps 200] [--repeats 5] [--threads N]
+    python scripts/bench_ensemble.py --profile 64 [--threads 1]   # where the engine step's time goes
 
 For each M, seconds for --steps steps of every member, all in one process with the same threads:
   loop_eager      M nn-free parameter pairs, each with its own torch.optim.SGD (the old baseline)
@@ -9,6 +10,7 @@ For each M, seconds for --steps steps of every member, all in one process with t
                   torch.compile (no engine), called once per member per step
   hand_batched    the same math written by hand on [M, d] tensors, torch.func.grad + torch.compile
   engine_eager    the engine's batched step (Ensemble.make_step), eager
+  engine_dynamo   torch.compile of the engine's eager step (its compiled path before issue 13)
   engine          the engine's batched step, compiled (what `compile: true` experiments run)
 Compile time is paid in a warm-up and excluded. Repeats are interleaved across the methods (noise
 from other processes spreads over all of them) and each figure is the min over repeats, with the
@@ -94,11 +96,14 @@ def hand_batched(data, M: int, compiled):
     return run
 
 
-def engine(data, M: int, compile: bool):
+def engine(data, M: int, mode: str):
+    """The engine's step: mode eager, compiled (make_step(compile=True)) or dynamo (torch.compile of the
+    eager step: the engine's compiled path before issue 13)."""
     members = member_table(dict(seeds=list(range(M)), weight_decays=[WD], lrs=[LR], label_noises=[0.0]))
     ens = Ensemble(load("model", "linear", init_scale=0.1).build(data), load("symmetry", "rescaling"),
                    load("breaking", "none"), members, "regression", data.x.device, torch.float32)
-    step = ens.make_step(optim.Rule(), frozenset(ens.raw0), False, False, 1e8, compile=compile)
+    step = ens.make_step(optim.Rule(), frozenset(ens.raw0), False, False, 1e8, compile=mode == "compiled")
+    step = torch.compile(step, dynamic=False) if mode == "dynamo" else step
 
     def run(steps: int) -> None:
         state = ens.init_state(optim.Rule())
@@ -136,8 +141,9 @@ def bench_size(data, M: int, steps: int, repeats: int, compiled_member, compiled
     methods = {"loop_eager": (loop_eager(data, M), loop_steps),
                "loop_compiled": (loop_compiled(data, M, compiled_member), loop_steps),
                "hand_batched": (hand_batched(data, M, compiled_batched), steps),
-               "engine_eager": (engine(data, M, False), steps),
-               "engine": (engine(data, M, True), steps)}
+               "engine_eager": (engine(data, M, "eager"), steps),
+               "engine_dynamo": (engine(data, M, "dynamo"), steps),
+               "engine": (engine(data, M, "compiled"), steps)}
     for run, _ in methods.values():
         run(3)  # warm-up: compiles, allocator
     flops_step = 4 * DATA["n_train"] * DATA["dim"] * M  # x @ theta and x^T r: 2 n d each, per member
@@ -170,22 +176,53 @@ def targets(rows: list[dict], peak: float, peak_cpu: float) -> dict:
     return out
 
 
+def profile(data, M: int, steps: int) -> list[dict]:
+    """torch.profiler of the compiled engine step and the hand-batched step at M: self CPU time per
+    op or Inductor kernel (kernel names are recorded by Inductor's cpp.enable_kernel_profile)."""
+    import torch._inductor.config as inductor_config
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    inductor_config.cpp.enable_kernel_profile = True
+    rows = []
+    runs = {"engine": engine(data, M, "compiled"), "engine_dynamo": engine(data, M, "dynamo"),
+            "hand_batched": hand_batched(data, M, torch.compile(batched_step, dynamic=False))}
+    for name, run in runs.items():
+        run(3)
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            run(steps)
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in events)
+        for e in events[:10]:
+            rows.append(dict(method=name, M=M, op=e.key[:70], us_per_step=e.self_cpu_time_total / steps,
+                             share=e.self_cpu_time_total / total, calls_per_step=e.count / steps))
+            print(f"{name:13s} M={M:<4d} {e.key[:60]:60s} {rows[-1]['us_per_step']:8.1f} us/step "
+                  f"{rows[-1]['share']:6.1%}", flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 64, 256])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--profile", type=int, metavar="M", help="only profile the compiled steps at this M")
     p.add_argument("--out", default="results/bench/ensemble_cpu.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = load("data", "regression", **DATA).build(torch.device("cpu"), torch.float32)
+    if args.profile:
+        out = Path(args.out).with_name(f"ensemble_profile_M{args.profile}.json")
+        rows = profile(data, args.profile, args.steps)
+        out.write_text(json.dumps(dict(threads=args.threads, loadavg=os.getloadavg(), rows=rows), indent=2) + "\n")
+        return
     compiled_member = torch.compile(member_step, dynamic=False)
     compiled_batched = torch.compile(batched_step, dynamic=False)
     load_before, rows = os.getloadavg(), []
     for M in args.sizes:
         rows += bench_size(data, M, args.steps, args.repeats, compiled_member, compiled_batched)
-        for r in rows[-5:]:
+        for r in rows[-6:]:
             print(f"M={M:4d} {r['method']:14s} {r['us_per_step']:9.1f} us/step  cpu {r['cpu_util']:.2f}  "
                   f"{r['cpu_us_per_step']:9.1f} cpu-us/step  {r['gflops']:6.1f} GFLOP/s  "
                   f"{r['gflops_per_cpu_s']:6.1f} GFLOP/cpu-s", flush=True)

@@ -2,18 +2,23 @@
 
     python scripts/bench_resnet.py                                   # full width, batch 128, 3x32x32
     python scripts/bench_resnet.py --width 0.125 --batch 32 --steps 3  # a quick CPU run
+    python scripts/bench_resnet.py --width 0.0625 --batch 64 --size 28 --channels 1 --members 5 \
+        --threads 1 --compile     # fig1_right_resnet's shapes, one thread as a reproduce job has
 
 (a) precision: images/s of one member's batched train step (SGD momentum, coupled L2, BatchNorm
     statistics updated) in fp32 vs bf16 autocast with channels_last stored images, and each again under
     torch.compile with --compile (compile time excluded: paid in a warm-up step).
 (b) BatchNorm members: M members as ONE vmapped step with stacked per-member BatchNorm buffers vs
-    the same M members run one after another as separate M=1 steps (the "separate jobs" option).
+    the same M members run one after another as separate M=1 steps (the "separate jobs" option),
+    eager and, with --compile, compiled (Ensemble.make_step(compile=True)).
 Each number is the min over --repeats of --steps timed steps, with the process CPU utilisation of
-that repeat (cpu time / wall time). Writes results/bench/resnet_<device>.json.
+that repeat (cpu time / wall time); compile_s is the warm-up call (trace + compile, or a cache load)
+minus one timed step. Writes results/bench/resnet_<device>.json.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -23,6 +28,7 @@ import torch
 
 from symexp import optim
 from symexp.bench import min_time
+from symexp.components import load
 from symexp.data import TensorData
 from symexp.ensemble import Ensemble, member_table
 from symexp.models.resnet import ResNet18
@@ -36,7 +42,7 @@ def make_step(device, width: float, members: int, batch: int, bf16: str, compile
     fmt = torch.channels_last if bf16 == "always" else torch.contiguous_format
     data = TensorData(torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=fmt),
                       torch.randint(0, 10, (batch,), device=device), "classification")
-    ens = Ensemble(ResNet18(channels, 10, width, bf16), "plain", {"name": "none", "scale": 0.0},
+    ens = Ensemble(ResNet18(channels, 10, width, bf16), load("symmetry", "plain"), load("breaking", "none"),
                    member_table(dict(seeds=list(range(members)), weight_decays=[5e-4], lrs=[0.05], label_noises=[0.0])),
                    "classification", device, torch.float32)
     rule = optim.Rule(name="sgd", momentum=0.9)
@@ -51,13 +57,12 @@ def make_step(device, width: float, members: int, batch: int, bf16: str, compile
     return run, members * batch
 
 
-def timed(run, steps: int, repeats: int, device) -> tuple[float, float]:
-    """(min seconds per step over repeats, CPU utilisation of that repeat)."""
+def timed(run, steps: int, repeats: int, device) -> tuple[float, float, float]:
+    """(min seconds per step over repeats, CPU utilisation of that repeat, warm-up seconds)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    run()  # warm-up: compile, cudnn.benchmark autotuning, allocator
-    sync()
+    warm, _ = min_time(run, 1, sync)  # warm-up: compile, cudnn.benchmark autotuning, allocator
     wall, util = min_time(lambda: [run() for _ in range(steps)], repeats, sync)
-    return wall / steps, util
+    return wall / steps, util, warm
 
 
 def main() -> None:
@@ -69,38 +74,44 @@ def main() -> None:
     p.add_argument("--members", type=int, default=4, help="M for the batched-vs-separate comparison")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--compile", action="store_true", help="also time torch.compile'd steps")
+    p.add_argument("--compile", action="store_true", help="also time compiled steps")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--skip-precision", action="store_true", help="skip fp32 vs bf16 autocast (one member)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name().replace(" ", "_") if device.type == "cuda" else f"cpu{os.cpu_count()}"
     out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"resnet_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     report = dict(device=str(device), device_name=name, torch=torch.__version__, platform=platform.platform(),
-                  threads=torch.get_num_threads(), steps=args.steps, repeats=args.repeats,
+                  threads=torch.get_num_threads(), steps=args.steps, repeats=args.repeats, loadavg_before=os.getloadavg(),
                   shape=dict(width=args.width, batch=args.batch, size=args.size, channels=args.channels), rows=[])
 
     def record(case, members, bf16, compile):
         """Time one case; the JSON is rewritten after each, so a run cut short keeps what it measured."""
         run, images = make_step(device, args.width, members, args.batch, bf16, compile, args.size, args.channels)
-        sec, util = timed(run, args.steps, args.repeats, device)
-        report["rows"].append(dict(case=case, members=members, bf16=bf16, compile=compile,
-                                   s_per_step=sec, images_per_s=images / sec, cpu_util=util))
+        sec, util, warm = timed(run, args.steps, args.repeats, device)
+        report["rows"].append(dict(case=case, members=members, bf16=bf16, compile=compile, s_per_step=sec,
+                                   images_per_s=images / sec, cpu_util=util, compile_s=warm - sec))
+        report["loadavg_after"] = os.getloadavg()
         out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"{case:28s} M={members:<3d} {images / sec:10.1f} img/s  {sec * 1e3:9.1f} ms/step  cpu {util:.2f}",
-              flush=True)
+        print(f"{case:28s} M={members:<3d} {images / sec:10.1f} img/s  {sec * 1e3:9.1f} ms/step  cpu {util:.2f}"
+              f"  warm-up {warm:6.1f} s", flush=True)
         return sec
 
-    batched = record("bn/batched_vmap", args.members, "auto", False)
-    single = record("bn/one_member", 1, "auto", False)
-    separate = args.members * single  # M separate jobs, one after another, do M single-member steps
-    report["bn_members"] = dict(members=args.members, batched_s_per_step=batched, separate_s_per_step=separate,
-                                batched_over_separate=batched / separate)
-    print(f"BatchNorm members: {args.members} batched in one vmapped step {batched * 1e3:.1f} ms vs "
-          f"{args.members} separate steps {separate * 1e3:.1f} ms -> batched/separate = {batched / separate:.2f}")
+    report["bn_members"] = []
     for compile in ([False, True] if args.compile else [False]):
-        for bf16 in ("never", "always"):
+        tag = "+compile" if compile else ""
+        batched = record(f"bn/batched_vmap{tag}", args.members, "auto", compile)
+        separate = args.members * record(f"bn/one_member{tag}", 1, "auto", compile)  # M separate jobs: M steps
+        report["bn_members"].append(dict(members=args.members, compile=compile, batched_s_per_step=batched,
+                                         separate_s_per_step=separate, batched_over_separate=batched / separate))
+        print(f"BatchNorm members{tag}: {args.members} batched in one vmapped step {batched * 1e3:.1f} ms vs "
+              f"{args.members} separate steps {separate * 1e3:.1f} ms -> batched/separate = {batched / separate:.2f}")
+    if not args.skip_precision:
+        for compile, bf16 in itertools.product([False, True] if args.compile else [False], ("never", "always")):
             record(f"precision/{'bf16+cl' if bf16 == 'always' else 'fp32'}{'+compile' if compile else ''}",
                    1, bf16, compile)
     print(out)
