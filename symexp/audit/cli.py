@@ -10,7 +10,6 @@ Writes DIR/audit.csv, audit.parquet, audit.png and summary.txt (default DIR: <jo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from symexp.audit.core import audit, thresholds
 from symexp.audit.errors import AuditError, CheckpointError
 from symexp.audit.jobs import audit_job, import_model, load_into, read_tensors
 from symexp.audit.report import write_report
-from symexp.errors import UserError
 
 
 def add_subparser(subparsers) -> argparse.ArgumentParser:
@@ -38,7 +36,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    """Validate everything, audit, then write; raises UserError (one line) before writing anything."""
+    """Validate everything, audit, then write; raises symexp.errors.UserError (one line) before writing anything."""
     path = Path(args.path)
     th = _thresholds(args.threshold)
     thresholds(**th)  # a bad name or value fails before any file is read
@@ -91,16 +89,10 @@ def _inputs(shape: str | None, model: torch.nn.Module):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="symexp")
-    add_subparser(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(["audit", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.fn(args)
-    except UserError as e:
-        if os.environ.get("SYMEXP_DEBUG") == "1":
-            raise
-        print(f"symexp audit: {e}", file=sys.stderr)
-        return 2
+    """`python -m symexp.audit.cli ARGS` = `symexp audit ARGS`."""
+    from symexp.cli import main as symexp_main
+
+    return symexp_main(["audit", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
