@@ -162,6 +162,7 @@ class Ensemble:
         def update(raw: Tensors, opt: Tensors, alive: torch.Tensor, x, y, lr: torch.Tensor,
                    wd: torch.Tensor, fixed: Tensors, buffers: Tensors):
             grads, loss = grad_fn(raw, fixed, x, y, buffers)
+            grads = weighted_decay(grads, raw, fixed, wd, decayed)
             new_raw, new_opt = rule.update(raw, grads, opt, lr, wd, decayed)
             ok = alive & torch.isfinite(loss) & (loss.abs() < max_loss)
             for v in new_raw.values():
@@ -175,6 +176,17 @@ class Ensemble:
         if compile:
             return CompiledStep(update, wd, fixed, buffers)
         return lambda raw, opt, alive, x, y, lr: update(raw, opt, alive, x, y, lr, wd, fixed, buffers)
+
+
+def weighted_decay(grads: Tensors, raw: Tensors, fixed: Tensors, wd: torch.Tensor, decayed: frozenset[str]) -> Tensors:
+    """Decay wd * D * raw instead of wd * raw where a breaking control fixed per-entry weights D (syre's
+    diagonal variant): the optimiser adds wd * raw itself, so the gradient gets wd * (D - 1) * raw."""
+    out = dict(grads)
+    for k, g in grads.items():
+        d = fixed.get(k + breaking.DECAY)
+        if d is not None and k in decayed:
+            out[k] = g + optim.per_member(wd, g) * (d - 1) * raw[k]
+    return out
 
 
 class CompiledStep:

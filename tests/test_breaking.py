@@ -42,3 +42,17 @@ def test_l2_init_starts_at_the_init_and_decay_pulls_back_to_it():
     assert torch.equal(l2.effective(moved, l2.fixed)["weight"], start)
     shrunk, _ = rule.update(plain.raw0, zero_grads, {}, lr, wd, frozenset(plain.raw0))
     assert plain.effective(shrunk, plain.fixed)["weight"].abs().sum() < start.abs().sum()
+
+
+def test_syre_diagonal_decays_each_entry_by_its_own_weight():
+    ens = _ensemble("syre", diagonal=True)
+    d = ens.fixed["weight.u" + ":decay"]
+    assert d.shape == ens.raw0["weight.u"].shape and float(d.min()) >= 0.5 and float(d.max()) <= 1.5
+    assert torch.equal(ens.fixed["weight.u"], _ensemble("syre").fixed["weight.u"])  # same theta_0 as plain syre
+    # with a zero data gradient, one SGD step is raw <- raw - lr * wd * D * raw
+    step = ens.make_step(optim.Rule(), frozenset(ens.raw0), False, False, 1e8, False)
+    x, y = torch.zeros(4, 50, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    raw, _, _, _ = step(ens.raw0, {}, torch.ones(2, dtype=torch.bool), x, y, torch.full((2,), 0.1, dtype=torch.float64))
+    want = ens.raw0["weight.u"] * (1 - 0.1 * 0.5 * d)
+    zero_grad_v = ens.raw0["weight.v"] * (1 - 0.1 * 0.5 * ens.fixed["weight.v:decay"])
+    assert torch.allclose(raw["weight.u"], want) and torch.allclose(raw["weight.v"], zero_grad_v)

@@ -25,6 +25,7 @@ from symexp.errors import ConfigError
 from symexp.schema import NonNeg, Positive, Range
 
 PINNED = ":pinned"  # fixed[k + PINNED] is the bool mask of raw[k]'s pinned entries; fixed[k] their values
+DECAY = ":decay"  # fixed[k + DECAY]: per-entry weights of raw[k]'s weight decay (syre's diagonal D)
 Tensors = dict[str, torch.Tensor]
 
 
@@ -56,12 +57,17 @@ class Syre(Component):
 
     name: Literal["syre"] = "syre"
     sigma0: Optional[Positive] = None  # null = 0.01 / sqrt(fan-in) per tensor
+    # the "advanced" variant for rotation-type symmetries: decay gamma theta^T D theta with a fixed random
+    # positive diagonal D (entries ~ U(0.5, 1.5): our choice of distribution), so no rotation commutes with it
+    diagonal: bool = False
 
     def offsets(self, raw: Tensors, gen: torch.Generator) -> Tensors:
         out = {}
         for k, v in raw.items():
             scale = self.sigma0 or 0.01 / math.sqrt(v[0].numel() if v.dim() > 1 else v.numel())
             out[k] = scale * torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device)
+            if self.diagonal:
+                out[k + DECAY] = (0.5 + torch.rand(v.shape, generator=gen, dtype=v.dtype)).to(v.device)
         return out
 
 
