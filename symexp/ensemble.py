@@ -173,9 +173,19 @@ class Ensemble:
             new_opt = {k: keep(v, opt[k]) for k, v in new_opt.items()}
             return new_raw, new_opt, ok, loss
 
-        if compile:
+        eager = lambda raw, opt, alive, x, y, lr: update(raw, opt, alive, x, y, lr, wd, fixed, buffers)  # noqa: E731
+        if compile and _has_standalone_compile():
             return CompiledStep(update, wd, fixed, buffers)
-        return lambda raw, opt, alive, x, y, lr: update(raw, opt, alive, x, y, lr, wd, fixed, buffers)
+        # an older torch without Inductor's standalone_compile: the same step through torch.compile
+        return torch.compile(eager, dynamic=False) if compile else eager
+
+
+def _has_standalone_compile() -> bool:
+    try:
+        from torch._inductor import standalone_compile  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def weighted_decay(grads: Tensors, raw: Tensors, fixed: Tensors, wd: torch.Tensor, decayed: frozenset[str]) -> Tensors:
