@@ -56,8 +56,8 @@ def first_call(exp: str, path: str) -> dict:
     return dict(compile_s=wall - times["eager"][0], cpu_util=cpu / wall, members=ens.size)
 
 
-def in_subprocess(exp: str, path: str, cache: str, threads: int) -> dict:
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, OMP_NUM_THREADS=str(threads))
+def in_subprocess(exp: str, path: str, cache: str, threads: int, extra_env: dict) -> dict:
+    env = dict(os.environ, **extra_env, TORCHINDUCTOR_CACHE_DIR=cache, OMP_NUM_THREADS=str(threads))
     code = f"import json, sys; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import bench_compile as b; " \
            f"print(json.dumps(b.first_call({exp!r}, {path!r})))"
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
@@ -68,15 +68,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--only", nargs="+", default=["fig1_left"])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--paths", nargs="+", default=["engine", "dynamo"], choices=["engine", "dynamo"])
+    p.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="environment of the compiling processes, e.g. TORCHINDUCTOR_COMPILE_THREADS=1")
     p.add_argument("--out", default=str(ROOT / "results" / "bench" / "compile_cpu.json"))
     args = p.parse_args()
+    extra_env = dict(kv.split("=", 1) for kv in args.env)
     rows = []
     for exp in args.only:
-        for path in ("engine", "dynamo"):
+        for path in args.paths:
             with tempfile.TemporaryDirectory(prefix="inductor-cold-") as cache:
-                cold = in_subprocess(exp, path, cache, args.threads)
-                warm = in_subprocess(exp, path, cache, args.threads)
-            rows.append(dict(experiment=exp, path=path, cold=cold, warm=warm, loadavg=os.getloadavg()))
+                cold = in_subprocess(exp, path, cache, args.threads, extra_env)
+                warm = in_subprocess(exp, path, cache, args.threads, extra_env)
+            rows.append(dict(experiment=exp, path=path, env=extra_env, cold=cold, warm=warm, loadavg=os.getloadavg()))
             print(f"{exp:20s} {path:7s} cold {cold['compile_s']:6.1f} s (cpu {cold['cpu_util']:.2f})  "
                   f"warm {warm['compile_s']:6.1f} s (cpu {warm['cpu_util']:.2f})", flush=True)
     out = Path(args.out)
