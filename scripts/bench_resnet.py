@@ -48,8 +48,8 @@ def make_step(device, width: float, members: int, batch: int, bf16: str, compile
     rule = optim.Rule(name="sgd", momentum=0.9)
     state = ens.init_state(rule)
     step = ens.make_step(rule, frozenset(ens.raw0), True, True, 1e8, compile, state.buffers)
-    x = data.x.expand(members, *data.x.shape)  # per-member batches, as the Batcher gives them
-    y = data.y.expand(members, *data.y.shape)
+    x = data.x.expand(members, *data.x.shape).contiguous()  # per-member batches, stored as the Batcher gives them
+    y = data.y.expand(members, *data.y.shape).contiguous()
     lr = ens.hyper["lr"]
 
     def run():
