@@ -39,7 +39,8 @@ def first_call(exp: str, path: str) -> dict:
     c, parts = validate_parts(cfg)
     dev, dtype = torch.device("cpu"), getattr(torch, c["dtype"])
     data = parts.data.build(dev, dtype)
-    ens = Ensemble(parts.model.build(data), parts.symmetry, parts.breaking, member_table(c["ensemble"]), data.task, dev, dtype)
+    ens = Ensemble(parts.model.build(data), parts.symmetry, parts.breaking, member_table(c["ensemble"]),
+                   data.task, dev, dtype)
     rule, batcher = parts.optim.rule(), Batcher(data, c["optim"]["batch_size"], ens.members, ens.hyper["label_noise"])
     decayed = frozenset(k for k in ens.raw0 if not any(s in k for s in c["reg"]["exclude"]))
     times = {}
@@ -85,9 +86,8 @@ def main() -> None:
                   f"warm {warm['compile_s']:6.1f} s (cpu {warm['cpu_util']:.2f})", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(threads=args.threads, rows=rows,
-                                   note="fresh TORCHINDUCTOR_CACHE_DIR per path (cold), then the same dir again (warm)"),
-                              indent=2) + "\n")
+    note = "fresh TORCHINDUCTOR_CACHE_DIR per path (cold), then the same dir again (warm)"
+    out.write_text(json.dumps(dict(threads=args.threads, rows=rows, note=note), indent=2) + "\n")
     print(f"wrote {out}")
 
 

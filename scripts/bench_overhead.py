@@ -140,8 +140,9 @@ def main() -> None:
             continue
         print(f"{exp:20s} shrunk {row['shrunk_overhead']:6.1%} (timed {row['shrunk_overhead_timed']:5.1%})  full job "
               f"{row['full_job_overhead']:6.1%} (timed {row['full_job_overhead_timed']:5.1%})  eval "
-              f"{row['eval_s'] * 1e3:6.0f} ms (timed {row['eval_s_timed'] * 1e3:6.0f})  step {row['step_s'] * 1e6:7.0f} us"
-              f"  fixed {row['fixed_s']:4.1f} s  cpu {row['A_cadence']['cpu_util']:.2f}/{row['B_end_only']['cpu_util']:.2f}",
+              f"{row['eval_s'] * 1e3:6.0f} ms (timed {row['eval_s_timed'] * 1e3:6.0f})  "
+              f"step {row['step_s'] * 1e6:7.0f} us  fixed {row['fixed_s']:4.1f} s  "
+              f"cpu {row['A_cadence']['cpu_util']:.2f}/{row['B_end_only']['cpu_util']:.2f}",
               flush=True)
     print(f"load {os.getloadavg()}; wrote {out}")
 

@@ -86,7 +86,8 @@ def main() -> None:
     out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"resnet_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     report = dict(device=str(device), device_name=name, torch=torch.__version__, platform=platform.platform(),
-                  threads=torch.get_num_threads(), steps=args.steps, repeats=args.repeats, loadavg_before=os.getloadavg(),
+                  threads=torch.get_num_threads(), steps=args.steps, repeats=args.repeats,
+                  loadavg_before=os.getloadavg(),
                   shape=dict(width=args.width, batch=args.batch, size=args.size, channels=args.channels), rows=[])
 
     def record(case, members, bf16, compile):

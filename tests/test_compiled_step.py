@@ -24,7 +24,8 @@ def run(ens, data, rule, compile: bool, steps: int = 12):
     step = ens.make_step(rule, frozenset(ens.raw0), False, False, 1e8, compile)
     losses = []
     for _ in range(steps):
-        state.raw, state.opt, state.alive, loss = step(state.raw, state.opt, state.alive, data.x, data.y, ens.hyper["lr"])
+        state.raw, state.opt, state.alive, loss = step(state.raw, state.opt, state.alive, data.x, data.y,
+                                                       ens.hyper["lr"])
         losses.append(loss)
     return state, torch.stack(losses), step
 
