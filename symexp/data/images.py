@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from symexp import safe_pickle
 from symexp.data import Augment, TensorData
 from symexp.errors import DataError
+from symexp.results import one_line
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 CIFAR10_ROOT = "~/datasets/cifar10"
@@ -88,12 +89,6 @@ class ImageData:
                             mean, std, list(self.classes), self.name)
 
 
-def _reason(e: BaseException) -> str:
-    """An exception as one short line (some, like zlib's or numpy's, span several)."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
-
-
 def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     """Parse one gzipped (or plain) unsigned-byte IDX file with `ndim` dims; uint8 array of that shape."""
     path = Path(path)
@@ -104,7 +99,7 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     except FileNotFoundError:
         raise DataNotFound(f"{path}: file not found") from None
     except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt gzip stream, or unreadable
-        raise DataError(f"{path}: cannot decompress ({_reason(e)}); expected a gzipped IDX file") from None
+        raise DataError(f"{path}: cannot decompress ({one_line(e)}); expected a gzipped IDX file") from None
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes)")
@@ -161,9 +156,9 @@ def _unpickle(path: Path) -> dict:
         raise DataError(f"{path}: refused to unpickle {e.what}: a CIFAR-10 file holds only dicts, lists, "
                         "strings, ints and uint8 arrays (nothing in it was run)") from None
     except OSError as e:  # a directory, no permission
-        raise DataError(f"{path}: cannot read ({_reason(e)})") from None
+        raise DataError(f"{path}: cannot read ({one_line(e)})") from None
     except Exception as e:  # corrupt bytes can make an unpickler raise almost anything
-        raise DataError(f"{path}: corrupt or truncated pickle ({_reason(e)}); "
+        raise DataError(f"{path}: corrupt or truncated pickle ({one_line(e)}); "
                         "expected a CIFAR-10 python batch (cifar-10-python.tar.gz)") from None
     if not isinstance(d, dict):
         raise DataError(f"{path}: expected a pickled dict, got {type(d).__name__}")
