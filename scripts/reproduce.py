@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,29 +23,13 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from symexp import cli, experiments, report, wandb_sink
+from symexp import cli, experiments, report, schedule, wandb_sink
 from symexp.errors import UserError
 from symexp.results import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 REFERENCE = ROOT / "results" / "reference"
-
-
-def run_experiment(registry: experiments.Registry, exp: str, scale: str, results: Path, jobs: int,
-                   overrides: list[str]) -> bool:
-    cmd = [sys.executable, "-m", "symexp.run", "-m", f"experiment={exp}", f"scale={scale}",
-           f"paths.results={results}", *registry.searchpath(), *overrides]
-    env = dict(os.environ)
-    try:
-        jobs = min(jobs, experiments.sweep_size(registry, exp, scale, overrides))
-    except UserError as e:
-        print(f"reproduce: {e}", file=sys.stderr)
-        return False
-    if jobs > 1:  # jobs side by side, one thread each: small models do not scale over threads
-        cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
-        env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run(cmd, cwd=ROOT, env=env).returncode == 0
 
 
 def reference_note(ledger_path: Path, scale: str) -> str:
@@ -62,21 +45,44 @@ def reference_note(ledger_path: Path, scale: str) -> str:
             + "\n".join(f"- {d}" for d in differ))
 
 
-def run_tables(registry, tables, args, results: Path, timings: dict) -> list[str] | None:
-    """Run each table's experiments and collect them into results/tables/<table>.parquet; the failed
-    experiments, or None when a collect failed (its table would be stale)."""
-    failed = []
-    for i, table in enumerate(tables, 1):
-        sweeps = []
+def plan(registry, tables, args, results: Path) -> tuple[list[schedule.Job], list[str]]:
+    """Every job of the tables' experiments, longest expected first, and the experiments whose sweep
+    could not be read. Expected times: this results folder's jobs.csv from an earlier run at this
+    scale, where it has the job, else the committed reference run's."""
+    jobs, failed = [], []
+    for table in tables:
         for exp in table.experiments:
-            print(f"== [{i}/{len(tables)}] {table.name}: experiment {exp} (scale={args.scale})", flush=True)
-            tic = time.time()
-            if not run_experiment(registry, exp, args.scale, results, args.jobs, args.overrides):
+            base = ("-m", f"experiment={exp}", f"scale={args.scale}", f"paths.results={results}",
+                    *registry.searchpath(), *args.overrides)
+            try:
+                pins = experiments.sweep_jobs(registry, exp, args.scale, args.overrides)
+            except UserError as e:
+                print(f"reproduce: {e}", file=sys.stderr)
                 failed.append(f"experiment {exp}")
-            timings[exp] = time.time() - tic
-            print(f"== {exp}: {timings[exp]:.0f} s", flush=True)
-            sweeps.append(str(results / "runs" / args.scale / exp))
-        if cli.main(["collect", *sweeps, "-o", str(results / "tables" / f"{table.name}.parquet")]) != 0:
+                continue
+            jobs += [schedule.Job(exp, p, (*base, *p)) for p in pins]
+    expected = {}
+    for earlier in (REFERENCE / "jobs.csv", results / "jobs.csv"):
+        expected |= schedule.expected_seconds(earlier, args.scale) if earlier.exists() else {}
+    return schedule.longest_first(jobs, expected), failed
+
+
+def run_tables(registry, tables, args, results: Path, timings: dict) -> list[str] | None:
+    """Run every job of the tables on the worker pool, then collect each table into
+    results/tables/<table>.parquet; the failed experiments, or None when a collect failed (its table
+    would be stale). `timings` gets each experiment's job time, summed over its jobs."""
+    jobs, failed = plan(registry, tables, args, results)
+    print(f"== {len(jobs)} jobs of {sum(len(t.experiments) for t in tables)} experiments on {args.jobs} "
+          f"worker(s) of {args.threads} thread(s), longest expected first (scale={args.scale})", flush=True)
+    codes = schedule.run_jobs(jobs, args.jobs, args.threads)
+    failed += sorted({f"experiment {j.experiment}" for j, code in codes.items() if code != 0})
+    sweeps = {exp: results / "runs" / args.scale / exp for t in tables for exp in t.experiments}
+    table = schedule.job_table(sweeps, args.scale)
+    write_text(results / "jobs.csv", table.to_csv(index=False))
+    timings.update(table.groupby("experiment").wall_s.sum().to_dict())
+    for t in tables:
+        out = results / "tables" / f"{t.name}.parquet"
+        if cli.main(["collect", *(str(sweeps[e]) for e in t.experiments), "-o", str(out)]) != 0:
             return None
     return failed
 
@@ -137,6 +143,15 @@ def mirror_to_wandb(overrides: list[str], scale: str, ledger: Path, figures: Pat
     wandb_sink.summary_run(OmegaConf.to_container(cfg), scale, ledger, sorted(figures.glob("*.png")), software)
 
 
+def positive(key: str):
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+        return int(text)
+    parse.__name__ = key
+    return parse
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--scale", default="quick", choices=["quick", "paper"])
@@ -144,8 +159,10 @@ def main() -> int:
     p.add_argument("--only", action="append", metavar="TABLE", help="a table to run (repeatable)")
     p.add_argument("--configs", action="append", default=[], metavar="DIR",
                    help="a config dir whose experiment/*.yaml join the registry (repeatable)")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                   help="jobs of one sweep run side by side (joblib launcher) when > 1")
+    p.add_argument("--jobs", type=positive("--jobs"), default=min(2, os.cpu_count() or 1),
+                   help="worker processes: jobs run side by side, of every experiment (symexp.schedule)")
+    p.add_argument("--threads", type=positive("--threads"), default=1, help="torch threads per worker (small models do not scale "
+                   "over threads; one job per core does)")
     p.add_argument("--started", type=float, help="epoch seconds the whole run started (make passes the "
                    "time before set-up, so the report's wall time includes it)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every experiment")

@@ -15,7 +15,7 @@ they may live outside symexp, on PYTHONPATH.
 from __future__ import annotations
 
 import importlib
-import math
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -140,10 +140,12 @@ def checks(table: Table) -> list:
     return list(_module(table, "claims", "CHECKS").CHECKS) if table.claims else []
 
 
-def sweep_size(registry: Registry, experiment: str, scale: str, overrides=()) -> int:
-    """How many jobs Hydra's basic sweeper launches for `experiment` at `scale`: its hydra.sweeper.params
-    as composed (the experiment, its defaults and its scaled/<experiment>_<scale> layer) plus
-    `overrides`, counted by Hydra's own override parser (range(), choice(), glob() included)."""
+def sweep_jobs(registry: Registry, experiment: str, scale: str, overrides=()) -> list[tuple[str, ...]]:
+    """The jobs Hydra's basic sweeper launches for `experiment` at `scale`, each as the overrides the
+    sweeper gives it (one `key=value` per key, in Hydra's quoting): its hydra.sweeper.params as composed
+    (the experiment, its defaults and its scaled/<experiment>_<scale> layer) plus `overrides`, expanded by
+    Hydra's own override parser (range(), choice(), glob() included). Passing a job's overrides after the
+    sweep's command line runs that job alone, in the directory the whole sweep gives it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -158,11 +160,16 @@ def sweep_size(registry: Registry, experiment: str, scale: str, overrides=()) ->
             parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
             parsed = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + list(overrides))
             # later overrides of a key replace earlier ones, as in the basic sweeper
-            sizes = {o.get_key_element(): len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1
-                     for o in parsed}
+            values = {o.get_key_element(): list(o.sweep_string_iterator()) if o.is_sweep_override()
+                      else [o.get_value_element_as_str()] for o in parsed}
     except HydraException as e:
-        raise RegistryError(f"experiment {experiment!r} (scale {scale}): cannot count its sweep: "
+        raise RegistryError(f"experiment {experiment!r} (scale {scale}): cannot read its sweep: "
                             f"{str(e).splitlines()[0]}") from None
     finally:
         GlobalHydra.instance().clear()
-    return math.prod(sizes.values())
+    return list(itertools.product(*([f"{k}={v}" for v in vs] for k, vs in values.items())))
+
+
+def sweep_size(registry: Registry, experiment: str, scale: str, overrides=()) -> int:
+    """How many jobs `python -m symexp.run -m experiment=<experiment> scale=<scale> <overrides>` launches."""
+    return len(sweep_jobs(registry, experiment, scale, overrides))

@@ -1,10 +1,12 @@
 """Progress a person can read: a bar on a terminal; a few summary lines when output goes to a file.
 
 A bar redrawn thousands of times is noise in a log (a reproduce log used to be 0.5 MB of redraws),
-so without a terminal a job prints one line each time it crosses another tenth of its steps.
+so without a terminal a job prints one line each time it crosses another tenth of its steps. So it does
+with SYMEXP_PROGRESS=lines, which symexp.schedule sets: its workers share one terminal.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -16,7 +18,7 @@ MARKS = 10  # summary lines per job when not on a terminal
 class Progress:
     def __init__(self, total: int, initial: int, desc: str, enabled: bool = True):
         self.total, self.desc, self.enabled = total, desc, enabled
-        self.tty = sys.stderr.isatty()
+        self.tty = sys.stderr.isatty() and os.environ.get("SYMEXP_PROGRESS") != "lines"
         self.bar = tqdm(total=total, initial=initial, desc=desc, leave=False) if enabled and self.tty else None
         self.next_mark = (initial * MARKS // max(total, 1) + 1) * total / MARKS
         self.started = time.time()

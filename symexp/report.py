@@ -91,12 +91,11 @@ def claims_section(ledger: pd.DataFrame) -> str:
 
 def experiment_section(results: Path, scale: str, exp: str, wall_s: float | None) -> str:
     sweep = results / "runs" / scale / exp
-    parts = [f"### `{exp}`" + (f" ({wall_s:.0f} s)" if wall_s is not None else "")]
+    parts = [f"### `{exp}`" + (f" ({wall_s:.0f} job-seconds)" if wall_s is not None else ""),
+             f"Command: `python -m symexp.run -m experiment={exp} scale={scale}`"]
     multirun = sweep / "multirun.yaml"
-    if multirun.exists():
+    if multirun.exists():  # the sweep's keys as composed (reproduce runs each job as a sweep of one)
         hydra = OmegaConf.load(multirun).hydra
-        overrides = " ".join(hydra.overrides.task)
-        parts.append(f"Command: `python -m symexp.run -m {overrides}`")
         params = OmegaConf.to_container(hydra.sweeper.params) if hydra.sweeper.params is not None else {}
         if params:
             parts.append("Swept (one job each): " + "; ".join(f"`{k}` ∈ {{{v}}}" for k, v in params.items()))
@@ -115,7 +114,7 @@ def build(results: Path, scale: str, timings: dict[str, float], total_s: float, 
     results = Path(results)
     registry = registry or experiments.discover()
     ledger = pd.read_csv(results / "claims.csv")
-    per_exp = md_table([[exp, f"{s:.0f}"] for exp, s in timings.items()], ["experiment", "wall time (s)"])
+    per_exp = md_table([[exp, f"{s:.0f}"] for exp, s in timings.items()], ["experiment", "job time (s, summed over its jobs)"])
     sections = [
         f"# symexp reproduction report: scale={scale}",
         f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} by `{command}`, from the files under `{results.name}/`. "

@@ -32,7 +32,8 @@ def test_report_lists_claims_configs_and_timings(tmp_path):
     assert "1 of 2 checks pass" in text and "| C6 | coupled | 2 | 0 | **FAIL** |" in text
     assert "s \\| with a pipe" in text  # a pipe inside a statement does not break the table
     assert "`symmetry` ∈ {dcs,plain}" in text and "the 2 jobs differ only in the swept keys" in text
-    assert "### `transformer` (60 s)" in text and "name: transformer" in text
+    assert "### `transformer` (60 job-seconds)" in text and "name: transformer" in text
+    assert "Command: `python -m symexp.run -m experiment=dcs scale=quick`" in text
     assert "75 s (1.2 min)" in text and "torch" in text and "note" in text
 
 
