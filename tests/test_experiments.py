@@ -106,7 +106,9 @@ def test_sweep_sizes_come_from_hydra(tmp_path):
     assert sweep_size(registry, "transformer_adamw", "quick") == 1
     # paper scale: the scaled/ layer's sweep, inherited through its own defaults list
     assert sweep_size(registry, "transformer_adamw", "paper") == 3
-    assert sweep_size(registry, "fig1_right_resnet", "paper") == 9
+    # the convnet: its symmetric job alone, one per seed at paper scale; its controls per (breaking, seed)
+    assert [sweep_size(registry, "fig1_right_resnet", s) for s in ("quick", "paper")] == [1, 3]
+    assert [sweep_size(registry, "fig1_right_resnet_controls", s) for s in ("quick", "paper")] == [2, 6]
 
 
 def run(*args, env=None, ok=True, timeout=300):

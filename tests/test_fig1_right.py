@@ -1,5 +1,6 @@
 """Figure 1 (right): image data wiring, the MLP's unit probes on constructed cases, a tiny end-to-end
-job with features and correlations, and the figure + C5 claims drawn from its table."""
+job with features and correlations, the figure + C5 claims drawn from its table, and the ResNet's
+controls read from their own experiment (fig1_right_resnet_controls)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -12,6 +13,8 @@ from symexp.data.image_sets import ImageSet
 from symexp.data.images import DataNotFound
 from symexp.ensemble import Ensemble, member_table
 from symexp.models.mlp import MLP
+from symexp.claims import fig1_right as claims
+from symexp.metrics import names
 from symexp.plots import fig1_right
 from symexp.run import run_job
 from symexp.symmetry import breaking
@@ -116,3 +119,57 @@ def test_mask_control_pins_distinct_values_in_every_row(make_cfg, tmp_path):
     w0 = ens.effective(ens.raw0, ens.fixed)[first.rsplit(".", 1)[0]]
     w = load_weights(tmp_path / "mask" / "weights.pt")[first.rsplit(".", 1)[0]]
     assert torch.equal(w[pinned], w0[pinned]) and not torch.equal(w[~pinned], w0[~pinned])
+
+
+RESNET_WDS = (0.0, 5e-4, 3e-3, 1e-2, 3e-2)
+
+
+def unit_rows(experiment: str, breaking: str, units: dict, layers=("layer1.0", "layer2.0")) -> list[dict]:
+    """Final-step independent units (per layer) and test accuracy of one job: {wd: units per layer}."""
+    job = f"{experiment}:breaking={breaking}"
+    rows = []
+    for member, (wd, n) in enumerate(units.items()):
+        base = dict(experiment=experiment, job=job, member=member, seed=0, step=10, breaking=breaking, weight_decay=wd)
+        rows += [dict(base, layer=layer, metric=names.INDEPENDENT_UNITS, value=n) for layer in layers]
+        rows.append(dict(base, layer="", metric=names.ACC_TEST, value=0.8))
+    return rows
+
+
+def resnet_table(controls: bool = True) -> pd.DataFrame:
+    """The ResNet's main job (16 -> 12 units summed over two layers: drop 0.25); control rows left in the
+    main experiment as before the split (drop 0.5), which the checks must ignore; and, when `controls`,
+    the controls experiment at wd = 0 and 0.03: offset 16 -> 16 (drop 0), mask 16 -> 15.5 (drop 1/32)."""
+    rows = unit_rows(claims.RESNET, "none", dict(zip(RESNET_WDS, (8, 8, 7.5, 7, 6))))
+    rows += unit_rows(claims.RESNET, "offset", dict(zip(RESNET_WDS, (8, 8, 6, 5, 4))))
+    if controls:
+        rows += unit_rows(claims.RESNET_CONTROLS, "offset", {0.0: 8, 3e-2: 8})
+        rows += unit_rows(claims.RESNET_CONTROLS, "mask", {0.0: 8, 3e-2: 7.75})
+    return pd.DataFrame(rows)
+
+
+def test_resnet_control_checks_read_the_controls_experiment():
+    ledger = {r["check"]: r for r in ledger_rows("fig1_right", resnet_table())}
+    tag = f"{claims.RESNET}/{claims.ALL_BLOCKS}"
+    assert set(ledger) == {f"{tag}/{c}" for c in ("drop", "monotone", "broken", "broken_mask")}
+    assert ledger[f"{tag}/drop"]["measured"] == pytest.approx(0.25) and ledger[f"{tag}/drop"]["passed"]
+    offset, mask = ledger[f"{tag}/broken"], ledger[f"{tag}/broken_mask"]
+    assert offset["measured"] == 0.0 and offset["passed"] and offset["kind"] == "control"
+    assert mask["measured"] == pytest.approx(1 / 32) and not mask["passed"]
+    assert offset["statement"].endswith(f"wd = 0 … 0.03 (from {claims.RESNET_CONTROLS})")
+    # without the controls experiment the control checks are left out, whatever the main experiment holds
+    ledger = {r["check"] for r in ledger_rows("fig1_right", resnet_table(controls=False))}
+    assert ledger == {f"{tag}/drop", f"{tag}/monotone"}
+
+
+def test_resnet_panel_draws_the_controls_experiments_curves(tmp_path, monkeypatch):
+    mlp = [dict(r, layer=r["layer"].replace("layer1.0", "hidden1").replace("layer2.0", "hidden2"))
+           for brk in ("none", "offset") for r in unit_rows(claims.MLP, brk, {0.0: 100, 1e-3: 90, 3e-2: 80})]
+    figures = []
+    save = fig1_right.save
+    monkeypatch.setattr(fig1_right, "save", lambda fig, *a: figures.append(fig) or save(fig, *a))
+    fig1_right.draw(pd.concat([pd.DataFrame(mlp), resnet_table()]), tmp_path)
+    resnet_panel = figures[0].axes[4]
+    curves = {line.get_label(): line.get_ydata().tolist() for line in resnet_panel.get_lines()}
+    assert curves == {"all blocks, symmetric": [16, 16, 15, 14, 12],
+                      "all blocks, broken: fixed offset θ + b": [16, 16],
+                      "all blocks, broken: W-Asym pinned entries": [16, 15.5]}

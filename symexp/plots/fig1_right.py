@@ -6,7 +6,8 @@ columns reordered by average-linkage clustering on 1 - |corr|: symmetric model a
 largest wd, and the offset-broken control at the largest wd (rows `corr/i/j`, written at the final
 step when metrics.corr_matrix is set); (d) independent units vs wd per hidden layer of the MLP,
 symmetric (solid) and broken (dashed) on the same axes; (e) the same for the narrow ResNet (sum over
-its probed block channels); (f) test accuracy vs wd.
+its probed block channels; its controls come from experiment fig1_right_resnet_controls, at wd = 0 and
+the largest wd only at quick scale); (f) test accuracy vs wd.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from scipy.cluster.hierarchy import leaves_list, linkage  # noqa: E402
 from scipy.spatial.distance import squareform  # noqa: E402
 
 from symexp.claims import final  # noqa: E402
-from symexp.claims.fig1_right import MLP, RESNET, units_vs_wd  # noqa: E402
+from symexp.claims.fig1_right import MLP, RESNET, source, units_vs_wd  # noqa: E402
 from symexp.metrics import names  # noqa: E402
 from symexp.plots import save  # noqa: E402
 
@@ -54,9 +55,13 @@ def clustered(c: np.ndarray) -> np.ndarray:
 
 
 def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    t = final(table[table.experiment.isin([MLP, RESNET])])
+    t = final(table)
+    # every curve from the jobs its checks read (claims.fig1_right.source), labelled with its model's experiment
+    t = pd.concat([t[(t.experiment == source(exp, brk)) & (t.breaking == brk)].assign(experiment=exp)
+                   for exp in (MLP, RESNET) for brk in STYLES])
     fig, axes = plt.subplots(2, 3, figsize=(15, 9))
     wds = sorted(t[t.experiment == MLP].weight_decay.unique())
+    im = None  # no heatmap without corr rows (metrics.corr_matrix off)
     for ax, (brk, wd) in zip(axes[0], [("none", wds[0]), ("none", wds[-1]), ("offset", wds[-1])]):
         c = correlation(t, MLP, brk, wd)
         if c is None:
@@ -66,7 +71,8 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
         im = ax.imshow(clustered(c), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
         ax.set(title=f"{STYLES[brk][0]}, wd = {wd:g}\n|corr| > {NEAR:g}: {100 * near:.2f} % of pairs",
                xlabel="penultimate unit (clustered)", ylabel="penultimate unit (clustered)")
-    fig.colorbar(im, ax=axes[0, 2], shrink=0.8, label="Pearson correlation over test images")
+    if im is not None:
+        fig.colorbar(im, ax=axes[0, 2], shrink=0.8, label="Pearson correlation over test images")
     for ax, exp in ((axes[1, 0], MLP), (axes[1, 1], RESNET)):
         u = units_vs_wd(t, exp) if (t.experiment == exp).any() else pd.DataFrame()
         if not len(u):
