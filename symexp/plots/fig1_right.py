@@ -97,7 +97,7 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
                         color="C0" if exp == MLP else "C3", label=f"{exp}, {STYLES[brk][0]}")
     axes[1, 2].set(xscale="log", xlabel="weight decay", ylabel="test accuracy", title="(f) test accuracy")
     axes[1, 2].legend(fontsize=7)
-    fig.suptitle("Permutation symmetry → homogeneous ensembling: weight decay merges or kills units; with the symmetry "
-                 "broken (fixed offset, W-Asym mask) it does not\n(Fashion-MNIST; heatmaps: first seed; curves: mean "
-                 "over seeds)")
+    fig.suptitle("Permutation symmetry → homogeneous ensembling: weight decay merges or kills units; with the "
+                 "symmetry broken (fixed offset, W-Asym mask) it does not\n(Fashion-MNIST; heatmaps: first seed; "
+                 "curves: mean over seeds)")
     return save(fig, out_dir, "fig1_right")
