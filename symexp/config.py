@@ -44,6 +44,7 @@ class Train:
     eval_every: Count = 100
     converge_tol: NonNeg = 0.0
     checkpoint_every: NonNegInt = 100  # configs/config.yaml sets ${.eval_every}
+    checkpoint_min_s: NonNeg = 30.0  # a checkpoint step is skipped until this long after the last checkpoint
     max_loss: Positive = 1e8
 
 

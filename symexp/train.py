@@ -6,10 +6,12 @@ What is measured follows from the model's probes, the symmetry's `structure` and
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
+from torch.func import vmap
 
 from symexp import collapse_eval, metrics, optim
 from symexp.batcher import Batcher
@@ -21,6 +23,7 @@ from symexp.metrics.constraint import constraint_norm
 from symexp.progress import Progress
 
 Result = tuple[str, str, torch.Tensor]  # (layer, metric, values [M])
+clock = time.monotonic  # what the checkpoint floor (train.checkpoint_min_s) reads; tests replace it
 
 
 @dataclass
@@ -42,23 +45,25 @@ def measure(theta: torch.Tensor, families: tuple[str, ...], mcfg: dict) -> dict[
         for tau in mcfg["sparsity_tau"]:
             out[names.frac_zero(tau)] = metrics.frac_zero(theta, tau)
         out[names.L1_L2] = metrics.l1_l2_ratio(theta)
+    # one SVD per tensor for every rank measure and the spectrum
+    sv = metrics.singular_values(theta) if matrix and {"rank", "spectrum"} & set(families) else None
     if "rank" in families and matrix:
         # relative ranks always; with rank_atol > 0 also the floored ones (singular values <= atol
         # count as zero) under names that say so, so a table never hides which one a number is
         atol = mcfg.get("rank_atol", 0.0)
         for a in (0.0, atol) if atol > 0 else (0.0,):
-            out[names.tau_rank(mcfg["rank_tau"], a)] = metrics.tau_rank(theta, mcfg["rank_tau"], a)
-            out[names.erank(a)] = metrics.erank(theta, a)
-            out[names.stable_rank(a)] = metrics.stable_rank(theta, a)
-            out[names.energy_rank(mcfg["energy"], a)] = metrics.energy_rank(theta, mcfg["energy"], a)
+            out[names.tau_rank(mcfg["rank_tau"], a)] = metrics.tau_rank(theta, mcfg["rank_tau"], a, sv=sv)
+            out[names.erank(a)] = metrics.erank(theta, a, sv=sv)
+            out[names.stable_rank(a)] = metrics.stable_rank(theta, a, sv=sv)
+            out[names.energy_rank(mcfg["energy"], a)] = metrics.energy_rank(theta, mcfg["energy"], a, sv=sv)
     if "units" in families and matrix:  # theta: per-unit vectors [M, h, p] from a model's probe_views (anchors A1)
         out[names.INDEPENDENT_UNITS] = metrics.independent_units(theta, mcfg["unit_tol"], mcfg["dead_tau"])
         out[names.DEAD_FRAC] = metrics.dead_fraction(theta, mcfg["dead_tau"])
     if "norm" in families:  # Euclidean (Frobenius) norm of the whole tensor: exact zeros stay 0
         out[names.NORM] = torch.linalg.vector_norm(theta.reshape(theta.shape[0], -1), dim=1)
     if "spectrum" in families and matrix:  # every singular value, largest first
-        for i, sv in enumerate(metrics.singular_values(theta).unbind(1)):
-            out[names.singular_value(i)] = sv
+        for i, sigma in enumerate(sv.unbind(1)):
+            out[names.singular_value(i)] = sigma
     if mcfg["constraint"]["k"]:  # a target O^T theta = 0 is set: measured on every probe
         out[names.CONSTRAINT] = constraint_norm(theta, **mcfg["constraint"])
     return out
@@ -93,28 +98,34 @@ def evaluate(ens: Ensemble, state: State, data: TensorData, mcfg: dict, final: b
 
 def data_set_results(ens: Ensemble, state: State, data: TensorData, mcfg: dict, final: bool) -> list[Result]:
     """Losses on the training set (or its evaluation sample) and the test set; classification: the
-    test accuracy and the penultimate features' homogeneity."""
+    test accuracy and the penultimate features' homogeneity, from the same pass over the test set."""
     n = mcfg["train_subset"] or data.n  # loss/train on the first n examples (large image sets)
     x_fit, y_fit = (data.x[:n], data.y[:n]) if data.x_eval is None else (data.x_eval, data.y_eval)  # text: a sample
     out = [("", names.LOSS_TRAIN, ens.full_loss(state.raw, x_fit, y_fit, state.buffers))]
-    if data.x_test is not None:
+    classified = data.task == "classification" and data.x_test is not None
+    if classified:
+        logits, feats = ens.outputs(state.raw, data.x_test, state.buffers)
+        out.append(("", names.LOSS_TEST, vmap(ens.loss, in_dims=(0, None))(logits, data.y_test)))
+    elif data.x_test is not None:
         out.append(("", names.LOSS_TEST, ens.full_loss(state.raw, data.x_test, data.y_test, state.buffers)))
     out.append(("", names.ALIVE, state.alive))
-    if data.task == "classification" and data.x_test is not None:
-        out.extend(evaluate_features(ens, state, data, mcfg, final))
+    if classified:
+        out.extend(feature_results(logits, feats, data.y_test, mcfg, final))
     return out
 
 
-def evaluate_features(ens: Ensemble, state: State, data: TensorData, mcfg: dict, final: bool) -> list[Result]:
+def feature_results(logits: torch.Tensor, feats: torch.Tensor, y: torch.Tensor, mcfg: dict,
+                    final: bool) -> list[Result]:
     """Test accuracy and the penultimate features' homogeneity over the test set; at the final step,
     with metrics.corr_matrix, also every entry i < j of their correlation matrix (for the heatmaps)."""
-    logits, feats = ens.outputs(state.raw, data.x_test, state.buffers)
-    out = [("", names.ACC_TEST, (logits.argmax(-1) == data.y_test).double().mean(1)),
-           ("penultimate", names.near_identical(mcfg["near_corr"]), metrics.near_identical_pairs(feats, mcfg["near_corr"]))]
+    near = mcfg["near_corr"]
+    out = [("", names.ACC_TEST, (logits.argmax(-1) == y).double().mean(1)),
+           ("penultimate", names.near_identical(near), metrics.near_identical_pairs(feats, near))]
     if final and mcfg["corr_matrix"]:
         corr = metrics.feature_correlation(feats)
         i, j = torch.triu_indices(corr.shape[1], corr.shape[1], 1)
-        out.extend(("penultimate", names.corr(a, b), v) for a, b, v in zip(i.tolist(), j.tolist(), corr[:, i, j].unbind(1)))
+        out.extend(("penultimate", names.corr(a, b), v)
+                   for a, b, v in zip(i.tolist(), j.tolist(), corr[:, i, j].unbind(1)))
     return out
 
 
@@ -144,7 +155,7 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rule: optim.Rule, resume: 
         batcher.load_state_dict(resume["batcher"])
     step_fn = ens.make_step(rule, decayed, batcher.per_member_x, batcher.per_member_y,
                             tcfg["max_loss"], cfg["compile"], state.buffers)
-    prev, every = None, tcfg["checkpoint_every"]
+    prev, floor = None, CheckpointFloor(tcfg["checkpoint_every"], tcfg["checkpoint_min_s"])
     if state.step == 0:
         yield Eval(0, state, batcher, evaluate(ens, state, data, mcfg, batcher=batcher))
     bar = Progress(tcfg["steps"], state.step, cfg["name"], enabled=progress)
@@ -156,7 +167,7 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rule: optim.Rule, resume: 
         state.step += 1
         bar.step()
         last = state.step == tcfg["steps"]
-        save = bool(every) and state.step % every == 0 and not last
+        save = not last and floor.due(state.step)
         if state.step % tcfg["eval_every"] == 0 or last:
             results = evaluate(ens, state, data, mcfg, final=last, batcher=batcher)
             theta = {k: v.detach().clone() for k, v in ens.effective(state.raw, ens.fixed).items()}
@@ -168,7 +179,25 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rule: optim.Rule, resume: 
                 break
         elif save:
             yield Eval(state.step, state, batcher, checkpoint=True)
+        if save:  # the runner has written it by now
+            floor.written()
     bar.close()
+
+
+class CheckpointFloor:
+    """Which steps checkpoint: every `every` steps (0 = never), but never sooner than `min_s` seconds
+    after the previous checkpoint (or the start of training): a short job then writes none, and a
+    killed one loses at most min_s seconds plus one cadence window. Which steps checkpoint does not
+    change any number: a resumed job continues from whichever one was written last."""
+
+    def __init__(self, every: int, min_s: float):
+        self.every, self.min_s, self.since = every, min_s, clock()
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0 and clock() - self.since >= self.min_s
+
+    def written(self) -> None:
+        self.since = clock()
 
 
 def _live_mean(values: torch.Tensor, alive: torch.Tensor) -> float:

@@ -49,7 +49,8 @@ def values(frame: pd.DataFrame) -> pd.Series:
 def test_stream_job_killed_after_a_checkpoint_resumes_exactly(make_cfg, tmp_path, monkeypatch, setting):
     """Checkpoints every 4 steps split the eval windows (online loss) and the tasks / slow-bit blocks;
     a run killed after the checkpoint at step 16 and rerun equals an uninterrupted run, row for row."""
-    overrides = (SCR if setting == "scr" else PERMUTED) + ["train.checkpoint_every=4", "breaking=syre"]
+    overrides = (SCR if setting == "scr" else PERMUTED) + ["train.checkpoint_every=4", "train.checkpoint_min_s=0",
+                                                           "breaking=syre"]
     if setting == "permuted":
         require_fashion_mnist()
     clean = run.run_job(make_cfg(*overrides), tmp_path / "clean", progress=False)

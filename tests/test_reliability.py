@@ -38,7 +38,7 @@ def test_sigkilled_sweep_resumes_every_job_exactly_once(tmp_path):
     then finishes: done jobs are skipped, the killed one resumes from its checkpoint, and the
     collected table equals that of an uninterrupted sweep, row for row."""
     long = ["symmetry=plain,rescaling", "breaking=none", "data.teacher=sparse,dense", "train.steps=3000",
-            "train.eval_every=150"]
+            "train.eval_every=150", "train.checkpoint_min_s=0"]  # a checkpoint at every eval, however short
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     sweep_dir = killed / "runs" / "quick" / "fig1_left"
     proc = subprocess.Popen(sweep_cmd(killed, *long), cwd=ROOT, env=cli_env(), start_new_session=True,

@@ -1,0 +1,85 @@
+"""train.checkpoint_min_s: a cadence step checkpoints only when the last checkpoint (or the start of
+training) is at least that many seconds old; a job killed between checkpoints resumes from the last
+one written and ends with the numbers of an uninterrupted run."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from symexp import checkpoint, run, train
+from symexp.batcher import Batcher
+
+TINY = ["data.n_train=100", "data.dim=10", "data.nonzero=3", "train.steps=40", "train.eval_every=5",
+        "ensemble.seeds=[0,1]", "ensemble.weight_decays=[0.0,0.1]", "optim.batch_size=10"]
+
+
+class Killed(Exception):
+    """Stands in for a SIGKILL."""
+
+
+@pytest.fixture
+def one_second_per_step(monkeypatch):
+    """The floor's clock reads 1 s per training batch drawn: which steps checkpoint is then exact."""
+    now = [0.0]
+    real_next = Batcher.next
+
+    def next_batch(self):
+        now[0] += 1.0
+        return real_next(self)
+
+    monkeypatch.setattr(Batcher, "next", next_batch)
+    monkeypatch.setattr(train, "clock", lambda: now[0])
+
+
+@pytest.fixture
+def saved_steps(monkeypatch):
+    """The step of every checkpoint the runner writes, in order."""
+    steps, real_save = [], checkpoint.save
+
+    def save(out_dir, config_hash, state, *args):
+        steps.append(state.step)
+        real_save(out_dir, config_hash, state, *args)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    return steps
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["train.checkpoint_min_s=0"], [5, 10, 15, 20, 25, 30, 35]),  # every cadence step but the last
+    (["train.checkpoint_min_s=12"], [15, 30]),  # 12 s after the start, then 12 s after step 15
+    (["train.checkpoint_min_s=12", "train.checkpoint_every=4"], [12, 24, 36]),  # checkpoint-only steps
+    (["train.checkpoint_min_s=1e9"], []),  # a job shorter than the floor writes none
+    (["train.checkpoint_every=0", "train.checkpoint_min_s=0"], []),  # 0 = never
+])
+def test_checkpoints_are_written_only_past_the_floor(make_cfg, tmp_path, one_second_per_step, saved_steps,
+                                                     overrides, expected):
+    status = run.run_job(make_cfg(*TINY, *overrides), tmp_path / "job", progress=False)
+    assert status["state"] == "done" and status["steps"] == 40
+    assert saved_steps == expected
+    assert not (tmp_path / "job" / "ckpt.pt").exists()  # a finished job keeps only its results
+
+
+def test_job_killed_between_checkpoints_resumes_from_the_last_one_exactly(make_cfg, tmp_path, monkeypatch,
+                                                                         one_second_per_step, saved_steps):
+    """Checkpoints at 15 and 30 only; killed after the evaluation at step 25 (rows 20 and 25 already
+    reported), the rerun continues from step 15 and its table equals an uninterrupted run's."""
+    cfg = make_cfg(*TINY, "train.checkpoint_min_s=12", "breaking=offset", "ensemble.label_noises=[0.3]")
+    run.run_job(cfg, tmp_path / "clean", progress=False)
+    real_train = run.train
+
+    def killed_after_25(*args, **kwargs):
+        for ev in real_train(*args, **kwargs):
+            yield ev
+            if ev.step == 25:
+                raise Killed
+
+    monkeypatch.setattr(run, "train", killed_after_25)
+    with pytest.raises(Killed):
+        run.run_job(cfg, tmp_path / "killed", progress=False)
+    monkeypatch.setattr(run, "train", real_train)
+    resumed = run.run_job(cfg, tmp_path / "killed", progress=False)
+    assert resumed["resumed_from"] == 15 and resumed["state"] == "done"
+    keys = ["member", "step", "layer", "metric"]
+    a, b = (pd.read_parquet(tmp_path / d / "metrics.parquet").sort_values(keys).set_index(keys)["value"]
+            for d in ("clean", "killed"))
+    pd.testing.assert_series_equal(a, b)
