@@ -27,7 +27,7 @@ reproduce: setup  ## run every experiment at SCALE (quick: CPU, paper: GPU), the
 
 reference: reproduce  ## refresh the committed results/reference from a SCALE=quick reproduce
 	rm -rf results/reference && mkdir -p results/reference
-	cp -r results/REPORT.md results/claims.csv results/figures results/reference/
+	cp -r results/REPORT.md results/claims.csv results/jobs.csv results/figures results/reference/
 	mkdir -p results/reference/audit && cp results/audit/agreement.csv results/reference/audit/
 
 test: setup  ## the test suite (CPU; what .ci/run calls): installs what it needs first (venv, package, data)

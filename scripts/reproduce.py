@@ -137,8 +137,8 @@ def mirror_to_wandb(overrides: list[str], scale: str, ledger: Path, figures: Pat
     """With logger=wandb among the overrides: one summary run with the figures, the ledger and the software."""
     if "logger=wandb" not in overrides:
         return
-    cfg = OmegaConf.merge(OmegaConf.load(CONFIGS / "logger" / "wandb.yaml"),
-                          OmegaConf.from_dotlist([o.removeprefix("logger.") for o in overrides if o.startswith("logger.")]))
+    given = [o.removeprefix("logger.") for o in overrides if o.startswith("logger.")]
+    cfg = OmegaConf.merge(OmegaConf.load(CONFIGS / "logger" / "wandb.yaml"), OmegaConf.from_dotlist(given))
     software = {**report.versions(), "device": report.device_line(), "commit": report.git_commit()}
     wandb_sink.summary_run(OmegaConf.to_container(cfg), scale, ledger, sorted(figures.glob("*.png")), software)
 
@@ -161,8 +161,8 @@ def main() -> int:
                    help="a config dir whose experiment/*.yaml join the registry (repeatable)")
     p.add_argument("--jobs", type=positive("--jobs"), default=min(2, os.cpu_count() or 1),
                    help="worker processes: jobs run side by side, of every experiment (symexp.schedule)")
-    p.add_argument("--threads", type=positive("--threads"), default=1, help="torch threads per worker (small models do not scale "
-                   "over threads; one job per core does)")
+    p.add_argument("--threads", type=positive("--threads"), default=1,
+                   help="torch threads per worker (small models do not scale over threads; one job per core does)")
     p.add_argument("--started", type=float, help="epoch seconds the whole run started (make passes the "
                    "time before set-up, so the report's wall time includes it)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every experiment")
@@ -175,6 +175,9 @@ def main() -> int:
         print(f"reproduce: {e}", file=sys.stderr)
         return 2
     timings: dict[str, float] = {}
+    facts = {"jobs": f"{args.jobs} worker process(es) x {args.threads} torch thread(s), longest expected first",
+             "Inductor cache at the start": report.inductor_cache_line(),
+             "set-up": "included (make passed the time before it)" if args.started else "not included"}
     failed = run_tables(registry, tables, args, results, timings)
     if failed is None:
         return 1
@@ -187,7 +190,8 @@ def main() -> int:
     total = time.time() - start
     command = "scripts/reproduce.py " + shlex.join(sys.argv[1:])
     audit = audit_section(results, args.scale)
-    write_text(results / "REPORT.md", report.build(results, args.scale, timings, total, command, note, registry) + audit)
+    text = report.build(results, args.scale, timings, total, command, note, registry, facts)
+    write_text(results / "REPORT.md", text + audit)
     mirror_to_wandb(args.overrides, args.scale, ledger, results / "figures")
     print(note)
     print(f"reproduce: scale={args.scale} finished in {total:.0f} s ({total / 60:.1f} min, set-up included "

@@ -25,6 +25,15 @@ PACKAGES = ("torch", "hydra-core", "omegaconf", "numpy", "pandas", "pyarrow", "s
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def inductor_cache_line() -> str:
+    """What Inductor's compiled-kernel cache holds now: a run that starts from an empty one pays every compile."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    where = Path(cache_dir())
+    n = sum(1 for p in where.rglob("*") if p.is_file()) if where.exists() else 0
+    return f"{'empty' if n == 0 else f'{n} files'} ({where})"
+
+
 def device_line() -> str:
     if torch.cuda.is_available():
         return f"CUDA: {torch.cuda.get_device_name(0)} (torch {torch.version.cuda})"
@@ -110,11 +119,14 @@ def experiment_section(results: Path, scale: str, exp: str, wall_s: float | None
 
 
 def build(results: Path, scale: str, timings: dict[str, float], total_s: float, command: str,
-          reference: str = "", registry: experiments.Registry | None = None) -> str:
+          reference: str = "", registry: experiments.Registry | None = None,
+          facts: dict[str, str] | None = None) -> str:
+    """The report; `facts` are extra rows of its run table (how the jobs ran, what was cached at the start)."""
     results = Path(results)
     registry = registry or experiments.discover()
     ledger = pd.read_csv(results / "claims.csv")
-    per_exp = md_table([[exp, f"{s:.0f}"] for exp, s in timings.items()], ["experiment", "job time (s, summed over its jobs)"])
+    per_exp = md_table([[exp, f"{s:.0f}"] for exp, s in timings.items()],
+                       ["experiment", "job time (s, summed over its jobs)"])
     sections = [
         f"# symexp reproduction report: scale={scale}",
         f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} by `{command}`, from the files under `{results.name}/`. "
@@ -123,6 +135,7 @@ def build(results: Path, scale: str, timings: dict[str, float], total_s: float, 
             ["wall time, everything", f"{total_s:.0f} s ({total_s / 60:.1f} min)"],
             ["device", device_line()],
             ["code", git_commit()],
+            *[[k, v] for k, v in (facts or {}).items()],
             *[[k, v] for k, v in versions().items()]], ["", ""]) + "\n\n" + per_exp,
         "## Claims (results/claims.csv)\n\n" + claims_section(ledger) + (f"\n\n{reference}" if reference else ""),
         "## Figures\n\n" + "\n\n".join(

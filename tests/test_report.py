@@ -53,3 +53,15 @@ def test_report_counts_the_papers_claims_apart(tmp_path):
     assert paper.startswith("The paper's claims: 2 of 2 pass") and "| C6 | coupled | 2 | 0 | pass | <= 0 |" in paper
     assert ": 0 of 1 pass" in control and "| C1 | offset_control | 0.9 | 0.5 | **FAIL** | < 0.5 |" in control
     assert info.startswith("Informational") and "| C4 | hypothesis |" in info
+
+
+def test_report_says_how_the_jobs_ran_and_what_was_cached(tmp_path, monkeypatch):
+    """A fresh-machine time and a warm one differ by the compile cache: the report says which it was."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    assert report.inductor_cache_line() == f"empty ({tmp_path / 'inductor'})"
+    (tmp_path / "inductor" / "fxgraph").mkdir(parents=True)
+    (tmp_path / "inductor" / "fxgraph" / "entry").write_text("x")
+    assert report.inductor_cache_line().startswith("1 files")
+    pd.DataFrame([PAPER_PASS], columns=LEDGER_COLUMNS).to_csv(tmp_path / "claims.csv", index=False)
+    text = report.build(tmp_path, "quick", {}, 1.0, "make reproduce", facts={"jobs": "2 worker process(es)"})
+    assert "| jobs | 2 worker process(es) |" in text
