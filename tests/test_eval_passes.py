@@ -12,7 +12,7 @@ from symexp import ensemble, optim
 from symexp.components import load
 from symexp.data import TensorData
 from symexp.ensemble import Ensemble, member_table
-from symexp.metrics import names
+from symexp.metrics import homogeneity, names
 from symexp.models.mlp import MLP
 from symexp.train import data_set_results
 
@@ -74,3 +74,35 @@ def test_test_loss_from_the_feature_pass_equals_full_loss(dtype, monkeypatch):
     torch.testing.assert_close(got[names.ACC_TEST], (logits.argmax(-1) == data.y_test).double().mean(1), rtol=0, atol=0)
     assert [m for _, m, _ in data_set_results(ens, state, data, mcfg, final=False)][:4] == [
         names.LOSS_TRAIN, names.LOSS_TEST, names.ALIVE, names.ACC_TEST]  # the rows' order is kept
+
+
+def exact_independent_units(V: torch.Tensor, tol: float) -> torch.Tensor:
+    """independent_units with every distance from the pairwise differences (the former path)."""
+    real = homogeneity.AMBIGUOUS
+    homogeneity.AMBIGUOUS = float("inf")
+    try:
+        return homogeneity.independent_units(V, tol)
+    finally:
+        homogeneity.AMBIGUOUS = real
+
+
+def test_independent_units_by_gram_matrix_equals_the_exact_distances(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    V = torch.randn(5, 40, 30, generator=gen, dtype=torch.float64)
+    for i in range(0, 40, 4):  # near-duplicates on both sides of tol = 0.1: rel ~ 2 s^2 p / (2 p) = s^2
+        for j, s in ((1, 0.25), (2, 0.35), (3, 0.0)):
+            V[:, i + j] = V[:, i] + s * torch.randn(5, 30, generator=gen, dtype=torch.float64)
+    cdist_calls, real_cdist = [], torch.cdist
+    monkeypatch.setattr(homogeneity.torch, "cdist", lambda *a, **k: cdist_calls.append(1) or real_cdist(*a, **k))
+    exact = exact_independent_units(V, 0.1)
+    assert len(cdist_calls) == 1 and 10 < exact.min() and exact.max() < 40  # some pairs grouped, some not
+    torch.testing.assert_close(homogeneity.independent_units(V, 0.1), exact, rtol=0, atol=0)
+    assert len(cdist_calls) == 1  # no pair within AMBIGUOUS of tol: the Gram matrix decided
+    # a pair 1e-12 from the tolerance: the Gram matrix's round-off could decide it, the exact path does
+    a, b = V[0, 0], V[0, 1]
+    rel = 2 * (a - b).square().sum() / (a.square().sum() + b.square().sum())
+    for tol in (rel.item() * (1 - 1e-12), rel.item() * (1 + 1e-12)):
+        pair = V[:1, :2]
+        torch.testing.assert_close(homogeneity.independent_units(pair, tol), exact_independent_units(pair, tol))
+    assert len(cdist_calls) == 1 + 2 * 2
+    assert [homogeneity.independent_units(V[:1, :2], rel.item() * f).item() for f in (1 - 1e-9, 1 + 1e-9)] == [2, 1]
