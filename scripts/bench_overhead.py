@@ -6,18 +6,23 @@ a job's wall time at the experiment's own eval cadence (issue 13, target <= 5 %)
 For each experiment, one job of its default config (no sweep axis set), shrunk to S steps
 (S = min(train.steps, 4 * eval_every), converge_tol = 0 so no run stops early), run in this process
 three ways:
-  A  S steps, evaluated and checkpointed every eval_every steps (as configured)
+  A  S steps, evaluated every eval_every steps, checkpointed at every checkpoint_every step
+     (train.checkpoint_min_s = 0, so that one checkpoint's cost is measured)
   B  S steps, evaluated only at step 0 and at the end
   C  2S steps, evaluated only at step 0 and at the end
-Then one evaluation with its checkpoint costs (A - B) / (S / eval_every - 1), one step (C - B) / S,
-and the job's fixed cost (data, model, compile, references, files) is B - S * step - 2 * eval. The
-full-length job is extrapolated from them: overhead = (steps / eval_every + 1) evaluations over its
-wall time (configured steps; a run that converges early stops sooner). Each run is the min wall time
-over --repeats, with its process CPU utilisation; threads default to 1, as the jobs of a reproduce
-sweep run (joblib, one thread each). Wall-time differences of a few percent drown in the noise of a
-shared machine, so run A also times its measurement directly (evaluate, the eval-window convergence
-check, rows, checkpoints: `timed_s`), a profile that other processes disturb far less.
-Writes results/bench/overhead_cpu.json.
+Then one step costs (C - B) / S, and the job's fixed cost (data, model, compile, references, files)
+is B - S * step - 2 * eval. Run A times its measurement directly, a profile that other processes
+disturb far less than wall-time differences: `timed_s` = seconds in evaluate, the eval-window
+convergence check and the rows; `ckpt_s` = seconds in checkpoint.save over `saves` checkpoints.
+As configured, a job checkpoints at most once per train.checkpoint_min_s seconds of its wall time
+(symexp.train.CheckpointFloor), so its overhead counts min(cadence checkpoints, wall / min_s)
+checkpoints at the measured cost each: `shrunk_overhead_timed` for the shrunk job, and
+`full_job_overhead_timed` for the full-length job extrapolated from step, evaluation, checkpoint and
+fixed costs (configured steps; a run that converges early stops sooner). `*_every_ckpt` are the same
+with a checkpoint at every cadence step (checkpoint_min_s = 0), and `wall diff` = (A - B) / A the
+noisy wall-time estimate (+-5 % on a shared machine), checkpoints included. Each run is the min wall
+time over --repeats, with its process CPU utilisation; threads default to 1, as the jobs of a
+reproduce sweep run (joblib, one thread each). Writes results/bench/overhead_cpu.json.
 """
 from __future__ import annotations
 
@@ -47,23 +52,29 @@ def compose_job(exp: str, results: Path, overrides: list[str]):
 
 
 class MeasurementTimer:
-    """Wall seconds spent in the measurement path of a job, by wrapping its functions for the duration."""
+    """Wall seconds spent in the measurement path of a job (and apart, in its checkpoints), by wrapping
+    its functions for the duration."""
 
-    TARGETS = ((train, "evaluate"), (train, "converged"), (checkpoint, "save"), (rows.Rows, "extend"))
+    TARGETS = ((train, "evaluate"), (train, "converged"), (rows.Rows, "extend"), (checkpoint, "save"))
 
     def __enter__(self):
-        self.seconds, self.saved = 0.0, [(owner, name, getattr(owner, name)) for owner, name in self.TARGETS]
+        self.seconds, self.ckpt_s, self.saves = 0.0, 0.0, 0
+        self.saved = [(owner, name, getattr(owner, name)) for owner, name in self.TARGETS]
         for owner, name, fn in self.saved:
-            setattr(owner, name, self.wrap(fn))
+            setattr(owner, name, self.wrap(fn, name == "save"))
         return self
 
-    def wrap(self, fn):
+    def wrap(self, fn, is_save: bool):
         def timed(*args, **kwargs):
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds += time.perf_counter() - t0
+                if is_save:
+                    self.ckpt_s += time.perf_counter() - t0
+                    self.saves += 1
+                else:
+                    self.seconds += time.perf_counter() - t0
         return timed
 
     def __exit__(self, *exc):
@@ -73,23 +84,30 @@ class MeasurementTimer:
 
 def timed_job(exp: str, steps: int, eval_every: int, repeats: int, extra: list[str]) -> dict:
     """min wall seconds of one job (fresh output dir each repeat), the CPU utilisation of that run and
-    the seconds it spent measuring."""
+    the seconds it spent measuring and checkpointing (a checkpoint at every cadence step)."""
     best = None
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp, MeasurementTimer() as measuring:
             cfg = compose_job(exp, Path(tmp), [f"train.steps={steps}", f"train.eval_every={eval_every}",
-                                               f"train.checkpoint_every={eval_every}", "train.converge_tol=0", *extra])
+                                               f"train.checkpoint_every={eval_every}", "train.checkpoint_min_s=0",
+                                               "train.converge_tol=0", *extra])
             c0, t0 = time.process_time(), time.perf_counter()
             run_job(cfg, Path(tmp) / "job", progress=False)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if best is None or wall < best["wall_s"]:
-            best = dict(wall_s=wall, cpu_util=cpu / wall, timed_s=measuring.seconds)
+            best = dict(wall_s=wall, cpu_util=cpu / wall, timed_s=measuring.seconds, ckpt_s=measuring.ckpt_s,
+                        saves=measuring.saves)
     return best
+
+
+def floored_saves(cadence_saves: int, wall_s: float, min_s: float) -> int:
+    """Checkpoints a job of this wall time writes under the floor: at most one per min_s seconds."""
+    return cadence_saves if min_s <= 0 else min(cadence_saves, int(wall_s // min_s))
 
 
 def measure(exp: str, repeats: int, extra: list[str]) -> dict:
     train = OmegaConf.to_container(compose_job(exp, ROOT / "results", extra).train, resolve=True)
-    full, every = train["steps"], train["eval_every"]
+    full, every, min_s = train["steps"], train["eval_every"], train["checkpoint_min_s"]
     S = min(full, 4 * every)
     if S // every < 2:
         return dict(experiment=exp, skipped=f"steps {full} hold fewer than 2 evaluation windows of {every}")
@@ -98,17 +116,26 @@ def measure(exp: str, repeats: int, extra: list[str]) -> dict:
     b = timed_job(exp, S, S, repeats, extra)
     c = timed_job(exp, 2 * S, 2 * S, repeats, extra)
     step = max(c["wall_s"] - b["wall_s"], 0.0) / S
-    per_eval = max(a["wall_s"] - b["wall_s"], 0.0) / (S // every - 1)
+    per_eval = max(a["wall_s"] - a["ckpt_s"] - b["wall_s"], 0.0) / (S // every - 1)
     fixed = max(b["wall_s"] - S * step - 2 * per_eval, 0.0)
-    evals_full = full // every + 1
-    full_wall = fixed + full * step + evals_full * per_eval
     timed_eval = a["timed_s"] / (S // every + 1)  # A measures at 0, every eval_every and at the end
-    return dict(experiment=exp, steps=full, eval_every=every, shrunk_steps=S, A_cadence=a, B_end_only=b,
-                C_double_end_only=c, shrunk_overhead=(a["wall_s"] - b["wall_s"]) / a["wall_s"],
-                shrunk_overhead_timed=a["timed_s"] / a["wall_s"], step_s=step, eval_s=per_eval,
-                eval_s_timed=timed_eval, fixed_s=fixed, full_job_wall_s=full_wall,
-                full_job_overhead=evals_full * per_eval / full_wall,
-                full_job_overhead_timed=evals_full * timed_eval / (fixed + full * step + evals_full * timed_eval))
+    save_s = a["ckpt_s"] / max(a["saves"], 1)
+    bare = a["wall_s"] - a["ckpt_s"]  # the shrunk job without its checkpoints
+    shrunk_saves = floored_saves(a["saves"], bare, min_s)
+    evals_full, cadence_saves_full = full // every + 1, (full - 1) // every
+    full_bare = fixed + full * step + evals_full * timed_eval
+    full_saves = floored_saves(cadence_saves_full, full_bare, min_s)
+    return dict(experiment=exp, steps=full, eval_every=every, checkpoint_min_s=min_s, shrunk_steps=S,
+                A_cadence=a, B_end_only=b, C_double_end_only=c, step_s=step, eval_s=per_eval,
+                eval_s_timed=timed_eval, save_s=save_s, fixed_s=fixed,
+                shrunk_saves=shrunk_saves, full_job_saves=full_saves, full_job_wall_s=full_bare + full_saves * save_s,
+                shrunk_overhead=(a["wall_s"] - b["wall_s"]) / a["wall_s"],
+                shrunk_overhead_timed=(a["timed_s"] + shrunk_saves * save_s) / (bare + shrunk_saves * save_s),
+                shrunk_overhead_timed_every_ckpt=(a["timed_s"] + a["ckpt_s"]) / a["wall_s"],
+                full_job_overhead_timed=(evals_full * timed_eval + full_saves * save_s)
+                / (full_bare + full_saves * save_s),
+                full_job_overhead_timed_every_ckpt=(evals_full * timed_eval + cadence_saves_full * save_s)
+                / (full_bare + cadence_saves_full * save_s))
 
 
 def main() -> None:
@@ -138,12 +165,11 @@ def main() -> None:
         if "skipped" in row:
             print(f"{exp:22s} skipped: {row['skipped']}", flush=True)
             continue
-        print(f"{exp:20s} shrunk {row['shrunk_overhead']:6.1%} (timed {row['shrunk_overhead_timed']:5.1%})  full job "
-              f"{row['full_job_overhead']:6.1%} (timed {row['full_job_overhead_timed']:5.1%})  eval "
-              f"{row['eval_s'] * 1e3:6.0f} ms (timed {row['eval_s_timed'] * 1e3:6.0f})  "
-              f"step {row['step_s'] * 1e6:7.0f} us  fixed {row['fixed_s']:4.1f} s  "
-              f"cpu {row['A_cadence']['cpu_util']:.2f}/{row['B_end_only']['cpu_util']:.2f}",
-              flush=True)
+        print(f"{exp:20s} timed: shrunk {row['shrunk_overhead_timed']:5.1%} "
+              f"full job {row['full_job_overhead_timed']:5.1%} (ckpt every eval {row['full_job_overhead_timed_every_ckpt']:5.1%}, {row['full_job_saves']} ckpt)  "
+              f"wall diff {row['shrunk_overhead']:6.1%}  eval {row['eval_s_timed'] * 1e3:6.1f} ms  "
+              f"ckpt {row['save_s'] * 1e3:5.1f} ms  step {row['step_s'] * 1e6:7.0f} us  fixed {row['fixed_s']:4.1f} s  "
+              f"cpu {row['A_cadence']['cpu_util']:.2f}/{row['B_end_only']['cpu_util']:.2f}", flush=True)
     print(f"load {os.getloadavg()}; wrote {out}")
 
 
