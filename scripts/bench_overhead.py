@@ -5,24 +5,24 @@ a job's wall time at the experiment's own eval cadence (issue 13, target <= 5 %)
 
 For each experiment, one job of its default config (no sweep axis set), shrunk to S steps
 (S = min(train.steps, 4 * eval_every), converge_tol = 0 so no run stops early), run in this process
-three ways:
+two ways:
   A  S steps, evaluated every eval_every steps, checkpointed at every checkpoint_every step
      (train.checkpoint_min_s = 0, so that one checkpoint's cost is measured)
   B  S steps, evaluated only at step 0 and at the end
-  C  2S steps, evaluated only at step 0 and at the end
-Then one step costs (C - B) / S, and the job's fixed cost (data, model, compile, references, files)
-is B - S * step - 2 * eval. Run A times its measurement directly, a profile that other processes
-disturb far less than wall-time differences: `timed_s` = seconds in evaluate, the eval-window
-convergence check and the rows; `ckpt_s` = seconds in checkpoint.save over `saves` checkpoints.
-As configured, a job checkpoints at most once per train.checkpoint_min_s seconds of its wall time
-(symexp.train.CheckpointFloor), so its overhead counts min(cadence checkpoints, wall / min_s)
-checkpoints at the measured cost each: `shrunk_overhead_timed` for the shrunk job, and
-`full_job_overhead_timed` for the full-length job extrapolated from step, evaluation, checkpoint and
-fixed costs (configured steps; a run that converges early stops sooner). `*_every_ckpt` are the same
-with a checkpoint at every cadence step (checkpoint_min_s = 0), and `wall diff` = (A - B) / A the
-noisy wall-time estimate (+-5 % on a shared machine), checkpoints included. Each run is the min wall
-time over --repeats, with its process CPU utilisation; threads default to 1, as the jobs of a
-reproduce sweep run (joblib, one thread each). Writes results/bench/overhead_cpu.json.
+Run A times its measurement directly, a profile that other processes disturb far less than
+wall-time differences: `timed_s` = seconds in evaluate, the eval-window convergence check and the
+rows; `ckpt_s` = seconds in checkpoint.save over `saves` checkpoints; one step = the seconds from the
+second evaluation's start to the last one's, less the measurement between them, per step (no
+compile, data loading or files in it). The job's fixed cost (data, model, compile, references,
+files) is B - S * step - B's own measurement. As configured, a job checkpoints at most once per
+train.checkpoint_min_s seconds of its wall time (symexp.train.CheckpointFloor), so its overhead counts
+min(cadence checkpoints, wall / min_s) checkpoints at the measured cost each: `shrunk_overhead_timed`
+for the shrunk job, and `full_job_overhead_timed` for the full-length job extrapolated from step,
+evaluation, checkpoint and fixed costs (configured steps; a run that converges early stops sooner).
+`*_every_ckpt` are the same with a checkpoint at every cadence step (checkpoint_min_s = 0), and
+`wall diff` = (A - B) / A the noisy wall-time estimate (+-5 % on a shared machine), checkpoints
+included. Each run is the min wall time over --repeats, with its process CPU utilisation; threads
+default to 1, as the jobs of a reproduce sweep run (joblib, one thread each). Writes results/bench/overhead_cpu.json.
 """
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ class MeasurementTimer:
 
     def __enter__(self):
         self.seconds, self.ckpt_s, self.saves = 0.0, 0.0, 0
+        self.eval_starts = []  # (perf_counter, seconds measured so far) at each evaluation's start
         self.saved = [(owner, name, getattr(owner, name)) for owner, name in self.TARGETS]
         for owner, name, fn in self.saved:
             setattr(owner, name, self.wrap(fn, name == "save"))
@@ -67,6 +68,8 @@ class MeasurementTimer:
     def wrap(self, fn, is_save: bool):
         def timed(*args, **kwargs):
             t0 = time.perf_counter()
+            if fn.__name__ == "evaluate":
+                self.eval_starts.append((t0, self.seconds + self.ckpt_s))
             try:
                 return fn(*args, **kwargs)
             finally:
@@ -95,8 +98,10 @@ def timed_job(exp: str, steps: int, eval_every: int, repeats: int, extra: list[s
             run_job(cfg, Path(tmp) / "job", progress=False)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if best is None or wall < best["wall_s"]:
+            (t1, m1), (tn, mn) = measuring.eval_starts[1], measuring.eval_starts[-1]
+            step = ((tn - t1) - (mn - m1)) / (steps - eval_every) if steps > eval_every else None
             best = dict(wall_s=wall, cpu_util=cpu / wall, timed_s=measuring.seconds, ckpt_s=measuring.ckpt_s,
-                        saves=measuring.saves)
+                        saves=measuring.saves, step_s=step)
     return best
 
 
@@ -114,10 +119,9 @@ def measure(exp: str, repeats: int, extra: list[str]) -> dict:
     timed_job(exp, every, every, 1, extra)  # warm-up: compile caches, data files, imports
     a = timed_job(exp, S, every, repeats, extra)
     b = timed_job(exp, S, S, repeats, extra)
-    c = timed_job(exp, 2 * S, 2 * S, repeats, extra)
-    step = max(c["wall_s"] - b["wall_s"], 0.0) / S
+    step = a["step_s"]
     per_eval = max(a["wall_s"] - a["ckpt_s"] - b["wall_s"], 0.0) / (S // every - 1)
-    fixed = max(b["wall_s"] - S * step - 2 * per_eval, 0.0)
+    fixed = max(b["wall_s"] - S * step - b["timed_s"], 0.0)
     timed_eval = a["timed_s"] / (S // every + 1)  # A measures at 0, every eval_every and at the end
     save_s = a["ckpt_s"] / max(a["saves"], 1)
     bare = a["wall_s"] - a["ckpt_s"]  # the shrunk job without its checkpoints
@@ -126,7 +130,7 @@ def measure(exp: str, repeats: int, extra: list[str]) -> dict:
     full_bare = fixed + full * step + evals_full * timed_eval
     full_saves = floored_saves(cadence_saves_full, full_bare, min_s)
     return dict(experiment=exp, steps=full, eval_every=every, checkpoint_min_s=min_s, shrunk_steps=S,
-                A_cadence=a, B_end_only=b, C_double_end_only=c, step_s=step, eval_s=per_eval,
+                A_cadence=a, B_end_only=b, step_s=step, eval_s=per_eval,
                 eval_s_timed=timed_eval, save_s=save_s, fixed_s=fixed,
                 shrunk_saves=shrunk_saves, full_job_saves=full_saves, full_job_wall_s=full_bare + full_saves * save_s,
                 shrunk_overhead=(a["wall_s"] - b["wall_s"]) / a["wall_s"],
@@ -166,10 +170,12 @@ def main() -> None:
             print(f"{exp:22s} skipped: {row['skipped']}", flush=True)
             continue
         print(f"{exp:20s} timed: shrunk {row['shrunk_overhead_timed']:5.1%} "
-              f"full job {row['full_job_overhead_timed']:5.1%} (ckpt every eval {row['full_job_overhead_timed_every_ckpt']:5.1%}, {row['full_job_saves']} ckpt)  "
+              f"full job {row['full_job_overhead_timed']:5.1%} ({row['full_job_saves']} ckpt; "
+              f"ckpt every eval {row['full_job_overhead_timed_every_ckpt']:5.1%})  "
               f"wall diff {row['shrunk_overhead']:6.1%}  eval {row['eval_s_timed'] * 1e3:6.1f} ms  "
-              f"ckpt {row['save_s'] * 1e3:5.1f} ms  step {row['step_s'] * 1e6:7.0f} us  fixed {row['fixed_s']:4.1f} s  "
-              f"cpu {row['A_cadence']['cpu_util']:.2f}/{row['B_end_only']['cpu_util']:.2f}", flush=True)
+              f"ckpt {row['save_s'] * 1e3:5.1f} ms  step {row['step_s'] * 1e6:7.0f} us  "
+              f"fixed {row['fixed_s']:4.1f} s  cpu {row['A_cadence']['cpu_util']:.2f}/{row['B_end_only']['cpu_util']:.2f}",
+              flush=True)
     print(f"load {os.getloadavg()}; wrote {out}")
 
 
