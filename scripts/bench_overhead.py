@@ -174,8 +174,8 @@ def main() -> None:
               f"ckpt every eval {row['full_job_overhead_timed_every_ckpt']:5.1%})  "
               f"wall diff {row['shrunk_overhead']:6.1%}  eval {row['eval_s_timed'] * 1e3:6.1f} ms  "
               f"ckpt {row['save_s'] * 1e3:5.1f} ms  step {row['step_s'] * 1e6:7.0f} us  "
-              f"fixed {row['fixed_s']:4.1f} s  cpu {row['A_cadence']['cpu_util']:.2f}/{row['B_end_only']['cpu_util']:.2f}",
-              flush=True)
+              f"fixed {row['fixed_s']:4.1f} s  "
+              f"cpu {row['A_cadence']['cpu_util']:.2f}/{row['B_end_only']['cpu_util']:.2f}", flush=True)
     print(f"load {os.getloadavg()}; wrote {out}")
 
 
