@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from symexp.results import read_status
+from symexp.errors import FileError
+from symexp.results import parse_status
 
 POOL_RESTARTS = 2  # a worker killed from outside (OOM, a segfault) breaks the pool: start a new one this often
 
@@ -134,8 +135,12 @@ def job_table(sweep_dirs: dict[str, Path], scale: str) -> pd.DataFrame:
     time as its status.json records them (what `longest_first` reads back from jobs.csv)."""
     rows = []
     for experiment, sweep in sweep_dirs.items():
-        for path in sorted(Path(sweep).glob("*/status.json")):
-            status = read_status(path.parent) or {}
+        # a job with no swept key (override_dirname empty) lives in the sweep dir itself
+        for path in sorted([*Path(sweep).glob("status.json"), *Path(sweep).glob("*/status.json")]):
+            try:
+                status = parse_status(path)
+            except FileError as e:  # reported, not set aside: this table only reads
+                status = {"state": f"unreadable: {e}"}
             rows.append({"scale": scale, "experiment": experiment, "job": status.get("job", path.parent.name),
                          "state": status.get("state"), "members": status.get("members"),
                          "steps": status.get("steps"), "wall_s": status.get("wall_s")})

@@ -108,3 +108,18 @@ def test_reproduce_rejects_a_worker_count_below_one(key):
     r = subprocess.run([PYTHON, "scripts/reproduce.py", "--only", "dcs", key, "0"], cwd=ROOT, env=cli_env(),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and f"{key}: must be >= 1" in r.stderr.strip().splitlines()[-1]
+
+
+def test_job_table_reads_a_job_without_swept_keys_from_the_sweep_dir_itself(tmp_path):
+    """A sweep with nothing swept (the transformer) has its one job in the sweep dir, not below it."""
+    from symexp.results import write_json
+
+    done = {"state": "done", "config_hash": "h", "members": 1}
+    write_json(tmp_path / "transformer" / "status.json", {**done, "job": "default", "wall_s": 60.0})
+    write_json(tmp_path / "dcs" / "symmetry=dcs" / "status.json", {**done, "job": "symmetry=dcs", "wall_s": 5.0})
+    (tmp_path / "dcs" / "symmetry=plain").mkdir()
+    (tmp_path / "dcs" / "symmetry=plain" / "status.json").write_text("{not json")
+    table = schedule.job_table({"transformer": tmp_path / "transformer", "dcs": tmp_path / "dcs"}, "quick")
+    assert table[["experiment", "job", "wall_s"]].values.tolist()[:2] == [["transformer", "default", 60.0],
+                                                                         ["dcs", "symmetry=dcs", 5.0]]
+    assert table.state.iloc[2].startswith("unreadable") and (tmp_path / "dcs" / "symmetry=plain" / "status.json").exists()
