@@ -67,10 +67,10 @@ def plan(registry, tables, args, results: Path) -> tuple[list[schedule.Job], lis
     return schedule.longest_first(jobs, expected), failed
 
 
-def run_tables(registry, tables, args, results: Path, timings: dict) -> list[str] | None:
+def run_tables(registry, tables, args, results: Path) -> tuple[list[str] | None, pd.DataFrame]:
     """Run every job of the tables on the worker pool, then collect each table into
-    results/tables/<table>.parquet; the failed experiments, or None when a collect failed (its table
-    would be stale). `timings` gets each experiment's job time, summed over its jobs."""
+    results/tables/<table>.parquet: the failed experiments (None when a collect failed: its table would
+    be stale) and the per-job table (results/jobs.csv)."""
     jobs, failed = plan(registry, tables, args, results)
     print(f"== {len(jobs)} jobs of {sum(len(t.experiments) for t in tables)} experiments on {args.jobs} "
           f"worker(s) of {args.threads} thread(s), longest expected first (scale={args.scale})", flush=True)
@@ -79,12 +79,11 @@ def run_tables(registry, tables, args, results: Path, timings: dict) -> list[str
     sweeps = {exp: results / "runs" / args.scale / exp for t in tables for exp in t.experiments}
     table = schedule.job_table(sweeps, args.scale)
     write_text(results / "jobs.csv", table.to_csv(index=False))
-    timings.update(table.groupby("experiment").wall_s.sum().to_dict())
     for t in tables:
         out = results / "tables" / f"{t.name}.parquet"
         if cli.main(["collect", *(str(sweeps[e]) for e in t.experiments), "-o", str(out)]) != 0:
-            return None
-    return failed
+            return None, table
+    return failed, table
 
 
 def figures_and_claims(tables, args, results: Path) -> list[str]:
@@ -174,11 +173,10 @@ def main() -> int:
     except UserError as e:
         print(f"reproduce: {e}", file=sys.stderr)
         return 2
-    timings: dict[str, float] = {}
     facts = {"jobs": f"{args.jobs} worker process(es) x {args.threads} torch thread(s), longest expected first",
              "Inductor cache at the start": report.inductor_cache_line(),
              "set-up": "included (make passed the time before it)" if args.started else "not included"}
-    failed = run_tables(registry, tables, args, results, timings)
+    failed, jobs = run_tables(registry, tables, args, results)
     if failed is None:
         return 1
     failed += figures_and_claims(tables, args, results)
@@ -190,7 +188,8 @@ def main() -> int:
     total = time.time() - start
     command = "scripts/reproduce.py " + shlex.join(sys.argv[1:])
     audit = audit_section(results, args.scale)
-    text = report.build(results, args.scale, timings, total, command, note, registry, facts)
+    timings = jobs.groupby("experiment").wall_s.sum().to_dict()
+    text = report.build(results, args.scale, timings, total, command, note, registry, facts, jobs)
     write_text(results / "REPORT.md", text + audit)
     mirror_to_wandb(args.overrides, args.scale, ledger, results / "figures")
     print(note)

@@ -118,15 +118,27 @@ def experiment_section(results: Path, scale: str, exp: str, wall_s: float | None
     return "\n\n".join(parts)
 
 
+def experiment_times(jobs: pd.DataFrame) -> str:
+    """Per experiment: its jobs, their seconds summed and the longest, and the share of that time spent
+    measuring (evaluations, rows, the wandb mirror, checkpoints; each job's status.json `measure_s`)."""
+    per = jobs.groupby("experiment", sort=False).agg(n=("job", "size"), total=("wall_s", "sum"),
+                                                     longest=("wall_s", "max"), measure=("measure_s", "sum"))
+    rows = [[exp, f"{r.n:.0f}", f"{r.total:.0f}", f"{r.longest:.0f}",
+             f"{100 * r.measure / r.total:.1f} %" if r.total > 0 and r.measure > 0 else "-"]
+            for exp, r in per.iterrows()]
+    return md_table(rows, ["experiment", "jobs", "job time (s, summed)", "longest job (s)", "measuring"])
+
+
 def build(results: Path, scale: str, timings: dict[str, float], total_s: float, command: str,
           reference: str = "", registry: experiments.Registry | None = None,
-          facts: dict[str, str] | None = None) -> str:
-    """The report; `facts` are extra rows of its run table (how the jobs ran, what was cached at the start)."""
+          facts: dict[str, str] | None = None, jobs: pd.DataFrame | None = None) -> str:
+    """The report; `facts` are extra rows of its run table (how the jobs ran, what was cached at the start),
+    `jobs` the per-job table (symexp.schedule.job_table) that the time per experiment is summed from."""
     results = Path(results)
     registry = registry or experiments.discover()
     ledger = pd.read_csv(results / "claims.csv")
-    per_exp = md_table([[exp, f"{s:.0f}"] for exp, s in timings.items()],
-                       ["experiment", "job time (s, summed over its jobs)"])
+    per_exp = experiment_times(jobs) if jobs is not None else md_table(
+        [[exp, f"{s:.0f}"] for exp, s in timings.items()], ["experiment", "job time (s, summed over its jobs)"])
     sections = [
         f"# symexp reproduction report: scale={scale}",
         f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} by `{command}`, from the files under `{results.name}/`. "

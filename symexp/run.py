@@ -105,19 +105,24 @@ def _run_locked(c: dict, parts, device: torch.device, dtype: torch.dtype, out_di
         if resume is not None:  # a killed run of this job: continue from its last checkpoint
             status["resumed_from"] = resume["state"].step
             write_json(out_dir / "status.json", status)
+        measure_s = 0.0  # evaluations, rows, the wandb mirror and checkpoints: what measuring costs the job
         for ev in train(ens, data, c, parts.optim.rule(), resume, progress=progress):
+            tic = time.perf_counter()
             sink.log(ev.step, rows.extend(ev.step, ev.results))
             if ev.checkpoint:
                 checkpoint.save(out_dir, h, ev.state, ev.batcher.state_dict(), rows.blocks)
-            state = ev.state
+            state, measure_s = ev.state, measure_s + ev.measure_s + time.perf_counter() - tic
+        tic = time.perf_counter()
         theta = ens.effective(state.raw, ens.fixed)
         sink.log(state.step, rows.extend(state.step, final_results(c, data, theta, members, state)))
+        measure_s += time.perf_counter() - tic
         frame = rows.frame(members, columns)
         write_parquet(out_dir / "metrics.parquet", frame)
         checkpoint.save_weights(out_dir / "weights.pt", theta)
         n_div = int((~state.alive).sum())
         status.update(state="diverged" if n_div else "done", members=len(members), diverged=n_div, rows=len(frame),
-                      steps=state.step, device=str(device), wall_s=round(time.time() - status["started"], 2))
+                      steps=state.step, device=str(device), wall_s=round(time.time() - status["started"], 2),
+                      measure_s=round(measure_s, 2))
         write_json(out_dir / "status.json", status)
         (out_dir / "ckpt.pt").unlink(missing_ok=True)
         exit_code = 0

@@ -35,6 +35,7 @@ class Eval:
     batcher: Batcher
     results: list[Result] = field(default_factory=list)
     checkpoint: bool = False  # the runner should save a checkpoint now
+    measure_s: float = 0.0  # seconds this evaluation took (metrics, losses, convergence check)
 
 
 def measure(theta: torch.Tensor, families: tuple[str, ...], mcfg: dict) -> dict[str, torch.Tensor]:
@@ -157,7 +158,9 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rule: optim.Rule, resume: 
                             tcfg["max_loss"], cfg["compile"], state.buffers)
     prev, floor = None, CheckpointFloor(tcfg["checkpoint_every"], tcfg["checkpoint_min_s"])
     if state.step == 0:
-        yield Eval(0, state, batcher, evaluate(ens, state, data, mcfg, batcher=batcher))
+        tic = time.perf_counter()
+        results = evaluate(ens, state, data, mcfg, batcher=batcher)
+        yield Eval(0, state, batcher, results, measure_s=time.perf_counter() - tic)
     bar = Progress(tcfg["steps"], state.step, cfg["name"], enabled=progress)
     while state.step < tcfg["steps"]:
         x, y = batcher.next()
@@ -169,12 +172,14 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rule: optim.Rule, resume: 
         last = state.step == tcfg["steps"]
         save = not last and floor.due(state.step)
         if state.step % tcfg["eval_every"] == 0 or last:
+            tic = time.perf_counter()
             results = evaluate(ens, state, data, mcfg, final=last, batcher=batcher)
             theta = {k: v.detach().clone() for k, v in ens.effective(state.raw, ens.fixed).items()}
             done = converged(prev, theta, state.alive, tcfg["converge_tol"])
             prev = theta
             bar.eval(state.step, _live_mean(results[0][2], state.alive), int(state.alive.sum()), ens.size)
-            yield Eval(state.step, state, batcher, results, checkpoint=save and not done)
+            yield Eval(state.step, state, batcher, results, checkpoint=save and not done,
+                       measure_s=time.perf_counter() - tic)
             if done:
                 break
         elif save:
