@@ -6,8 +6,10 @@
     python scripts/reproduce.py --configs DIR      # also the experiments of DIR/experiment/*.yaml
 
 The experiments, the table each feeds, its figure and its claims come from one place: the `report:`
-block of each experiment YAML (symexp.experiments). Finished jobs are skipped on a rerun, so an
-interrupted reproduce resumes. It ends with results/claims.csv, results/figures/*.png|pdf and
+block of each experiment YAML (symexp.experiments). Every job of every experiment runs on one pool of
+worker processes, longest expected first (symexp.schedule; --jobs workers of --threads threads), into
+the directory its own sweep gives it. Finished jobs are skipped on a rerun, so an interrupted reproduce
+resumes. It ends with results/claims.csv, results/figures/*.png|pdf and
 results/REPORT.md, compares the claims' pass/fail with the committed results/reference/claims.csv,
 and exits non-zero when a job, a collect, a figure or a claims step failed.
 """
