@@ -122,7 +122,7 @@ def _run_locked(c: dict, parts, device: torch.device, dtype: torch.dtype, out_di
         n_div = int((~state.alive).sum())
         status.update(state="diverged" if n_div else "done", members=len(members), diverged=n_div, rows=len(frame),
                       steps=state.step, device=str(device), wall_s=round(time.time() - status["started"], 2),
-                      measure_s=round(measure_s, 2))
+                      measure_s=round(measure_s, 4))
         write_json(out_dir / "status.json", status)
         (out_dir / "ckpt.pt").unlink(missing_ok=True)
         exit_code = 0
