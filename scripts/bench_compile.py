@@ -5,7 +5,7 @@
 For each experiment (its default job, no sweep axis set), in fresh processes whose
 TORCHINDUCTOR_CACHE_DIR is a new empty folder (cold: nothing compiled on this machine), then the same
 folder again (warm: what a second job of the same structure, or a rerun, finds):
-  engine   Ensemble.make_step(compile=True): make_fx trace + Inductor (symexp.ensemble.CompiledStep)
+  engine   Ensemble.make_step(compile=True): make_fx trace + Inductor (symexp.ensemble.GraphStep)
   dynamo   torch.compile of the same eager step (the engine's path before issue 13)
 The figure is the wall time of the first call (trace + compile + one step) minus one eager step,
 with the process CPU utilisation of that call. Writes results/bench/compile_cpu.json.

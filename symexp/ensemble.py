@@ -156,10 +156,11 @@ class Ensemble:
         return State(raw=raw, opt=rule.init(raw), alive=alive, buffers=buffers)
 
     def make_step(self, rule: optim.Rule, decayed: frozenset[str], per_member_x: bool, per_member_y: bool,
-                  max_loss: float, compile: bool, buffers: Tensors | None = None):
+                  max_loss: float, compile: bool, buffers: Tensors | None = None, trace: bool = True):
         """The batched train step: (raw, opt, alive, x, y, lr) -> (raw, opt, alive, loss[M]).
         `buffers` (a State's, [M, ...]) are updated in place by the model's train-mode forward (BatchNorm).
-        `compile`: the same step as one Inductor-compiled graph (CompiledStep)."""
+        By default the step runs as one traced ATen graph (GraphStep); `compile`: that graph compiled by
+        Inductor; `trace=False`: the vmapped step itself, op by op (what the graph is traced from)."""
         penalty = getattr(self.symmetry, "penalty", None)  # an explicit loss term (symmetry=penalty only)
         trained = self.member_loss if penalty is None else (
             lambda raw, fixed, x, y, b: self.member_loss(raw, fixed, x, y, b) + penalty(self.effective(raw, fixed)))
@@ -183,9 +184,10 @@ class Ensemble:
 
         eager = lambda raw, opt, alive, x, y, lr: update(raw, opt, alive, x, y, lr, wd, fixed, buffers)  # noqa: E731
         if compile and _has_standalone_compile():
-            return CompiledStep(update, wd, fixed, buffers)
-        # an older torch without Inductor's standalone_compile: the same step through torch.compile
-        return torch.compile(eager, dynamic=False) if compile else eager
+            return GraphStep(update, wd, fixed, buffers, inductor=True)
+        if compile:  # an older torch without Inductor's standalone_compile: the same step through torch.compile
+            return torch.compile(eager, dynamic=False)
+        return GraphStep(update, wd, fixed, buffers, inductor=False) if trace else eager
 
 
 def _has_standalone_compile() -> bool:
@@ -207,19 +209,22 @@ def weighted_decay(grads: Tensors, raw: Tensors, fixed: Tensors, wd: torch.Tenso
     return out
 
 
-class CompiledStep:
-    """A train step traced once into one ATen graph (make_fx on fake tensors: the trace changes no
-    state) and compiled by Inductor. A call hands the compiled graph a flat list of tensors, with no
-    Dynamo frame evaluation or guards: through torch.compile those cost as much as the whole step of
-    one small member (profile: notes in scripts/bench_ensemble.py). The graph is specialised to the
-    first call's shapes and strides (Inductor asserts them on every call). The weight decays, offsets
-    and buffers are graph inputs, not constants, so every job of one structure shares one entry of
-    Inductor's on-disk cache; buffers are updated in place, as by the eager step."""
+class GraphStep:
+    """A train step traced into one flat ATen graph by make_fx on fake tensors (the trace changes no
+    state), once per shape of the batch. A call runs the graph's ops on a flat list of tensors: no
+    vmap or autograd dispatch per op, which is most of a small model's eager step (2.1-2.7x faster than
+    the vmapped step for fig1_left_noise's 18 members of u*v, bit for bit the same numbers;
+    scripts/bench_ensemble.py). `inductor`: the graph compiled by Inductor, called with no Dynamo frame
+    evaluation or guards: through torch.compile those cost as much as the whole step of one small
+    member (profile: notes in scripts/bench_ensemble.py). The weight decays, offsets and buffers are
+    graph inputs, not constants, so every job of one structure shares one entry of Inductor's on-disk
+    cache; buffers are updated in place, as by the eager step."""
 
-    def __init__(self, update, wd: torch.Tensor, fixed: Tensors, buffers: Tensors):
-        self.update, self.fixed, self.buffers = update, fixed, buffers
+    def __init__(self, update, wd: torch.Tensor, fixed: Tensors, buffers: Tensors, inductor: bool):
+        self.update, self.fixed, self.buffers, self.inductor = update, fixed, buffers, inductor
         self.extras = [wd, *fixed.values(), *buffers.values()]
-        self.compiled, self.raw_keys, self.opt_keys = None, [], []
+        self.graphs: dict[tuple, object] = {}  # (x shape, y shape) -> its graph
+        self.raw_keys, self.opt_keys = [], []
 
     def _flat(self, *ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
         nr, no = len(self.raw_keys), len(self.opt_keys)
@@ -232,14 +237,19 @@ class CompiledStep:
         return (*(new_raw[k] for k in self.raw_keys), *(new_opt[k] for k in self.opt_keys), ok, loss)
 
     def __call__(self, raw: Tensors, opt: Tensors, alive: torch.Tensor, x, y, lr: torch.Tensor):
-        if self.compiled is None:
+        if not self.graphs:
             self.raw_keys, self.opt_keys = list(raw), list(opt)
         args = [*(raw[k] for k in self.raw_keys), *(opt[k] for k in self.opt_keys), alive, x, y, lr, *self.extras]
-        if self.compiled is None:
-            from torch._inductor import standalone_compile  # Inductor loads only when a step compiles
+        key = (x.shape, y.shape)  # raw, opt and the extras keep their shapes from call to call
+        graph = self.graphs.get(key)
+        if graph is None:
+            # tensors a component holds (dcs's fixed matrices) enter the graph as constants
+            graph = make_fx(self._flat, tracing_mode="fake", _allow_non_fake_inputs=True)(*args)
+            if self.inductor:
+                from torch._inductor import standalone_compile  # Inductor loads only when a step compiles
 
-            graph = make_fx(self._flat, tracing_mode="fake")(*args)
-            self.compiled = standalone_compile(graph, args, dynamic_shapes="from_example_inputs")
-        out = self.compiled(*args)
+                graph = standalone_compile(graph, args, dynamic_shapes="from_example_inputs")
+            self.graphs[key] = graph
+        out = graph(*args)
         nr, no = len(self.raw_keys), len(self.opt_keys)
         return dict(zip(self.raw_keys, out[:nr])), dict(zip(self.opt_keys, out[nr:nr + no])), out[-2], out[-1]

@@ -1,6 +1,7 @@
-"""The compiled train step (Ensemble.make_step(compile=True), one Inductor graph called without Dynamo)
-computes what the eager step computes, freezes a diverging member the same way, and refuses inputs
-of another shape instead of reading them with the traced one."""
+"""The train step as one traced ATen graph (Ensemble.make_step's default) and as that graph compiled by
+Inductor (compile=True, called without Dynamo) computes what the vmapped step computes op by op,
+freezes a diverging member the same way, and traces a batch of another shape anew instead of reading
+it with the graph of the first."""
 from __future__ import annotations
 
 import pytest
@@ -19,32 +20,38 @@ def tiny_ensemble():
     return data, ens
 
 
-def run(ens, data, rule, compile: bool, steps: int = 12):
+def run(ens, x, y, rule, steps: int = 12, step=None, **mode):
     state = ens.init_state(rule)
-    step = ens.make_step(rule, frozenset(ens.raw0), False, False, 1e8, compile)
+    step = step or ens.make_step(rule, frozenset(ens.raw0), False, False, 1e8, **mode)
     losses = []
     for _ in range(steps):
-        state.raw, state.opt, state.alive, loss = step(state.raw, state.opt, state.alive, data.x, data.y,
-                                                       ens.hyper["lr"])
+        state.raw, state.opt, state.alive, loss = step(state.raw, state.opt, state.alive, x, y, ens.hyper["lr"])
         losses.append(loss)
     return state, torch.stack(losses), step
 
 
-def test_compiled_step_equals_eager_and_freezes_diverged_members():
+def assert_same(state, losses, ref, ref_losses, atol: float):
+    assert torch.equal(state.alive, ref.alive)
+    for k in ref.raw:
+        assert torch.allclose(state.raw[k], ref.raw[k], rtol=0, atol=atol), k
+        assert torch.isfinite(state.raw[k]).all()  # frozen at the last finite parameters
+    for k in ref.opt:
+        assert torch.allclose(state.opt[k], ref.opt[k], rtol=0, atol=atol), k
+    live = ref.alive
+    assert torch.allclose(losses[:, live], ref_losses[:, live], rtol=atol, atol=0)
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["graph", "inductor"])
+def test_graph_step_equals_the_vmapped_step_and_freezes_diverged_members(compile):
     data, ens = tiny_ensemble()
     rule = optim.Rule("sgd", momentum=0.5)
-    eager, eager_loss, _ = run(ens, data, rule, False)
-    compiled, compiled_loss, step = run(ens, data, rule, True)
+    eager, eager_loss, _ = run(ens, data.x, data.y, rule, compile=False, trace=False)
+    state, losses, step = run(ens, data.x, data.y, rule, compile=compile)
     assert not eager.alive.all() and eager.alive.any()  # lr = 80 diverges, lr = 0.05 does not
-    assert torch.equal(compiled.alive, eager.alive)
-    for k in eager.raw:
-        assert torch.allclose(compiled.raw[k], eager.raw[k], rtol=0, atol=1e-12), k
-        assert torch.isfinite(compiled.raw[k]).all()  # frozen at the last finite parameters
-    for k in eager.opt:
-        assert torch.allclose(compiled.opt[k], eager.opt[k], rtol=0, atol=1e-12), k
-    live = eager.alive
-    assert torch.allclose(compiled_loss[:, live], eager_loss[:, live], rtol=1e-12, atol=0)
+    # the traced graph runs the vmapped step's own ops: the same numbers bit for bit; Inductor fuses them
+    assert_same(state, losses, eager, eager_loss, atol=1e-12 if compile else 0.0)
 
-    state = ens.init_state(rule)
-    with pytest.raises(AssertionError):  # Inductor checks the traced sizes on every call
-        step(state.raw, state.opt, state.alive, data.x[:32], data.y[:32], ens.hyper["lr"])
+    # a batch of another shape gets its own graph, not the first one's sizes
+    half = run(ens, data.x[:32], data.y[:32], rule, compile=False, trace=False)[:2]
+    assert_same(*run(ens, data.x[:32], data.y[:32], rule, step=step)[:2], *half, atol=1e-12 if compile else 0.0)
+    assert len(step.graphs) == 2
