@@ -9,8 +9,9 @@ For each M, seconds for --steps steps of every member, all in one process with t
   loop_compiled   the strongest per-member baseline: a minimal step written with torch.func.grad and
                   torch.compile (no engine), called once per member per step
   hand_batched    the same math written by hand on [M, d] tensors, torch.func.grad + torch.compile
-  engine_eager    the engine's batched step (Ensemble.make_step), eager
-  engine_dynamo   torch.compile of the engine's eager step (its compiled path before issue 13)
+  engine_vmap     the engine's batched step (Ensemble.make_step(trace=False)), vmapped op by op
+  engine_graph    the same step traced once into a flat ATen graph (make_step's uncompiled default)
+  engine_dynamo   torch.compile of the engine's vmapped step (its compiled path before issue 13)
   engine          the engine's batched step, compiled (what `compile: true` experiments run)
 Compile time is paid in a warm-up and excluded. Repeats are interleaved across the methods (noise
 from other processes spreads over all of them) and each figure is the min over repeats, with the
@@ -97,12 +98,14 @@ def hand_batched(data, M: int, compiled):
 
 
 def engine(data, M: int, mode: str):
-    """The engine's step: mode eager, compiled (make_step(compile=True)) or dynamo (torch.compile of the
-    eager step: the engine's compiled path before issue 13)."""
+    """The engine's step: mode vmap (make_step(trace=False): the vmapped step op by op), graph (its traced
+    ATen graph, the uncompiled default), compiled (make_step(compile=True)) or dynamo (torch.compile of the
+    vmapped step: the engine's compiled path before issue 13)."""
     members = member_table(dict(seeds=list(range(M)), weight_decays=[WD], lrs=[LR], label_noises=[0.0]))
     ens = Ensemble(load("model", "linear", init_scale=0.1).build(data), load("symmetry", "rescaling"),
                    load("breaking", "none"), members, "regression", data.x.device, torch.float32)
-    step = ens.make_step(optim.Rule(), frozenset(ens.raw0), False, False, 1e8, compile=mode == "compiled")
+    step = ens.make_step(optim.Rule(), frozenset(ens.raw0), False, False, 1e8, compile=mode == "compiled",
+                         trace=mode in ("graph", "compiled"))
     step = torch.compile(step, dynamic=False) if mode == "dynamo" else step
 
     def run(steps: int) -> None:
@@ -141,7 +144,8 @@ def bench_size(data, M: int, steps: int, repeats: int, compiled_member, compiled
     methods = {"loop_eager": (loop_eager(data, M), loop_steps),
                "loop_compiled": (loop_compiled(data, M, compiled_member), loop_steps),
                "hand_batched": (hand_batched(data, M, compiled_batched), steps),
-               "engine_eager": (engine(data, M, "eager"), steps),
+               "engine_vmap": (engine(data, M, "vmap"), steps),
+               "engine_graph": (engine(data, M, "graph"), steps),
                "engine_dynamo": (engine(data, M, "dynamo"), steps),
                "engine": (engine(data, M, "compiled"), steps)}
     for run, _ in methods.values():
@@ -222,7 +226,7 @@ def main() -> None:
     load_before, rows = os.getloadavg(), []
     for M in args.sizes:
         rows += bench_size(data, M, args.steps, args.repeats, compiled_member, compiled_batched)
-        for r in rows[-6:]:
+        for r in rows[-7:]:
             print(f"M={M:4d} {r['method']:14s} {r['us_per_step']:9.1f} us/step  cpu {r['cpu_util']:.2f}  "
                   f"{r['cpu_us_per_step']:9.1f} cpu-us/step  {r['gflops']:6.1f} GFLOP/s  "
                   f"{r['gflops_per_cpu_s']:6.1f} GFLOP/cpu-s", flush=True)
