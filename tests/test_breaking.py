@@ -56,3 +56,27 @@ def test_syre_diagonal_decays_each_entry_by_its_own_weight():
     want = ens.raw0["weight.u"] * (1 - 0.1 * 0.5 * d)
     zero_grad_v = ens.raw0["weight.v"] * (1 - 0.1 * 0.5 * ens.fixed["weight.v:decay"])
     assert torch.allclose(raw["weight.u"], want) and torch.allclose(raw["weight.v"], zero_grad_v)
+
+
+def test_offset_and_mask_controls_trace_to_one_graph():
+    """Offset and mask write one form (theta = where(P, c, raw + b)), so with compile the second control
+    job of a model loads the first one's kernels; offset still computes raw + b exactly."""
+    from symexp.models.mlp import MLP
+    from symexp.symmetry.plain import Plain
+
+    def graph_code(name: str) -> str:
+        ens = Ensemble(MLP(6, [5], 1, "relu", scalar_output=True), Plain(), load("breaking", name), MEMBERS, "regression", torch.device("cpu"),
+                       torch.float64)
+        rule, state = optim.Rule(), ens.init_state(optim.Rule())
+        step = ens.make_step(rule, frozenset(ens.raw0), False, False, 1e8, False)
+        x, y = torch.randn(8, 6, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+        step(state.raw, state.opt, state.alive, x, y, ens.hyper["lr"])
+        return next(iter(step.graphs.values())).code, ens
+
+    offset_code, offset = graph_code("offset")
+    mask_code, _ = graph_code("mask")
+    assert offset_code == mask_code
+    b = {k: offset.fixed[k] for k in offset.raw0}
+    assert all(not offset.fixed[k + ":pinned"].any() for k in offset.raw0)
+    shifted = offset.effective(offset.raw0, offset.fixed)
+    assert all(torch.equal(shifted[k.rsplit(".", 1)[0]], offset.raw0[k] + b[k]) for k in offset.raw0)

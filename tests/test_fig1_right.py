@@ -98,14 +98,14 @@ def test_mask_control_pins_distinct_values_in_every_row(make_cfg, tmp_path):
     whole run (whatever the gradient and the decay do), no two rows alike; biases are not pinned."""
     raw = {"fc.weight.w": torch.randn(6, 16, dtype=torch.float64), "fc.bias.w": torch.randn(6, dtype=torch.float64)}
     fixed = breaking.Mask(scale=0.05, mask_frac=0.125).offsets(raw, torch.Generator().manual_seed(0))
-    pinned = fixed["fc.weight.w" + breaking.PINNED]
-    assert set(fixed) == {"fc.weight.w", "fc.weight.w" + breaking.PINNED}
-    assert pinned.sum(1).tolist() == [2] * 6
-    values = {tuple(fixed["fc.weight.w"][i][pinned[i]].tolist()) for i in range(6)}
+    pinned, pins = fixed["fc.weight.w" + breaking.PINNED], fixed["fc.weight.w" + breaking.VALUES]
+    assert pinned.sum(1).tolist() == [2] * 6 and not fixed["fc.bias.w" + breaking.PINNED].any()
+    values = {tuple(pins[i][pinned[i]].tolist()) for i in range(6)}
     assert len(values) == 6 and all(v != 0 for row in values for v in row)
-    theta = breaking.shifted(raw, fixed)["fc.weight.w"]
-    assert torch.equal(theta[pinned], fixed["fc.weight.w"][pinned])
-    assert torch.equal(theta[~pinned], raw["fc.weight.w"][~pinned])
+    theta = breaking.shifted(raw, fixed)
+    assert torch.equal(theta["fc.weight.w"][pinned], pins[pinned])
+    assert torch.equal(theta["fc.weight.w"][~pinned], raw["fc.weight.w"][~pinned])
+    assert torch.equal(theta["fc.bias.w"], raw["fc.bias.w"])
 
     require_fashion_mnist()
     cfg = make_cfg(*TINY, "breaking=mask", "ensemble.weight_decays=[0.0,0.3]")

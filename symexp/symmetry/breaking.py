@@ -8,6 +8,10 @@ fraction `mask_frac` of each row's entries, a different random subset per row, i
 values ~ N(0, scale^2); the trained values there are unused. No two units share their pinned
 values, so no permutation maps the net to itself: units can neither merge nor die.
 `syre` (symmetry removal) is `offset` at the published scale; `l2_init` centres the decay on the init.
+`offset` and `mask` write one form, theta = where(P, c, raw + b) (offset: P empty, c = 0; mask: b = 0,
+and P empty on biases), so the two controls of one model trace to the same graph: with compile, the
+second job loads the first one's kernels from Inductor's cache instead of compiling its own. Where P is
+empty it computes raw + b exactly, and with b = 0 raw itself.
 `residual` (symmetry rotation only): b = scale * I on V, i.e. f(x) = U (V x + scale x), a residual
 connection. The dynamics are those of U V' from V'_0 = V_0 + I, and decay on V pulls V' to I,
 not to a rank-deficient point (paper.md, Figure 1 middle, residual control note).
@@ -24,7 +28,8 @@ from symexp.components import Component
 from symexp.errors import ConfigError
 from symexp.schema import NonNeg, Positive, Range
 
-PINNED = ":pinned"  # fixed[k + PINNED] is the bool mask of raw[k]'s pinned entries; fixed[k] their values
+PINNED = ":pinned"  # fixed[k + PINNED]: the bool mask of raw[k]'s pinned entries; fixed[k + VALUES] their values
+VALUES = ":values"
 DECAY = ":decay"  # fixed[k + DECAY]: per-entry weights of raw[k]'s weight decay (syre's diagonal D)
 Tensors = dict[str, torch.Tensor]
 
@@ -46,7 +51,8 @@ class Offset(Component):
     scale: NonNeg = 1.0  # std of the fixed random offset b
 
     def offsets(self, raw: Tensors, gen: torch.Generator) -> Tensors:
-        return {k: self.scale * torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device) for k, v in raw.items()}
+        return pinned_form(raw, {k: self.scale * torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device)
+                                 for k, v in raw.items()}, {})
 
 
 @dataclass
@@ -94,7 +100,7 @@ class Mask(Component):
     mask_frac: Annotated[float, Range(0, 1, lo_open=True)] = 0.125  # fraction of each row's entries pinned
 
     def offsets(self, raw: Tensors, gen: torch.Generator) -> Tensors:
-        fixed = {}
+        pins = {}
         for k, v in raw.items():
             if v.dim() < 2:  # biases, norms: one per unit, nothing to distinguish rows by
                 continue
@@ -103,9 +109,8 @@ class Mask(Component):
             for i in range(rows):
                 pinned[i, torch.randperm(cols, generator=gen)[:max(1, math.ceil(self.mask_frac * cols))]] = True
             values = self.scale * torch.randn(v.shape, generator=gen, dtype=v.dtype)
-            fixed[k] = (values * pinned.view(v.shape)).to(v.device)
-            fixed[k + PINNED] = pinned.view(v.shape).to(v.device)
-        return fixed
+            pins[k] = (pinned.view(v.shape).to(v.device), (values * pinned.view(v.shape)).to(v.device))
+        return pinned_form(raw, {}, pins)
 
 
 @dataclass
@@ -130,12 +135,22 @@ class Residual(Component):
         return {k: self.scale * torch.eye(v.shape[0], dtype=v.dtype, device=v.device) for k, v in vs.items()}
 
 
+def pinned_form(raw: Tensors, b: Tensors, pins: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Tensors:
+    """Offset's and mask's shared fixed tensors for theta = where(P, c, raw + b): b (0 where not
+    given), and P with its values c (none pinned where not given)."""
+    fixed = {}
+    for k, v in raw.items():
+        pinned, values = pins.get(k, (torch.zeros_like(v, dtype=torch.bool), torch.zeros_like(v)))
+        fixed[k], fixed[k + PINNED], fixed[k + VALUES] = b.get(k, torch.zeros_like(v)), pinned, values
+    return fixed
+
+
 def shifted(raw: Tensors, fixed: Tensors) -> Tensors:
-    """raw + b, or raw with its pinned entries replaced (mask); works with or without the [M] axis."""
+    """raw + b, with pinned entries replaced (offset, mask); works with or without the [M] axis."""
     out = {}
     for k, v in raw.items():
         if k + PINNED in fixed:
-            v = torch.where(fixed[k + PINNED], fixed[k], v)
+            v = torch.where(fixed[k + PINNED], fixed[k + VALUES], v + fixed[k])
         elif k in fixed:
             v = v + fixed[k]
         out[k] = v
