@@ -212,8 +212,8 @@ def weighted_decay(grads: Tensors, raw: Tensors, fixed: Tensors, wd: torch.Tenso
 class GraphStep:
     """A train step traced into one flat ATen graph by make_fx on fake tensors (the trace changes no
     state), once per shape of the batch. A call runs the graph's ops on a flat list of tensors: no
-    vmap or autograd dispatch per op, which is most of a small model's eager step (2.1-2.7x faster than
-    the vmapped step for fig1_left_noise's 18 members of u*v, bit for bit the same numbers;
+    vmap or autograd dispatch per op, which is most of a small model's eager step (u*v members: 2.7x
+    faster than the vmapped step at M = 1, 1.8x at M = 64, bit for bit the same numbers;
     scripts/bench_ensemble.py). `inductor`: the graph compiled by Inductor, called with no Dynamo frame
     evaluation or guards: through torch.compile those cost as much as the whole step of one small
     member (profile: notes in scripts/bench_ensemble.py). The weight decays, offsets and buffers are
