@@ -20,14 +20,14 @@ from symexp.errors import FileError
 from symexp.results import atomic_write, one_line, set_aside
 
 CKPT = "ckpt.pt"
-FORMAT = 1  # bump when the layout changes: an older checkpoint is then set aside, not misread
-STATE_TENSOR_DICTS = ("raw", "opt", "buffers")
+FORMAT = 2  # bump when the layout changes: an older checkpoint is then set aside, not misread
+STATE_TENSOR_DICTS = ("raw", "opt", "buffers", "last_eval")
 
 
 def save(out_dir: Path, config_hash: str, state: State, batcher_state: dict, rows_blocks: list) -> None:
     """Write <out_dir>/ckpt.pt atomically: the State, the batcher's state dict and the rows so far."""
     payload = {"format": FORMAT, "hash": config_hash,
-               "state": {"raw": dict(state.raw), "opt": dict(state.opt), "buffers": dict(state.buffers),
+               "state": {**{k: dict(getattr(state, k)) for k in STATE_TENSOR_DICTS},
                          "alive": state.alive, "step": int(state.step)},
                "batcher": batcher_state, "rows": _pack_rows(rows_blocks)}
     _require_plain(payload, "checkpoint")

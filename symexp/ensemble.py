@@ -73,6 +73,9 @@ class State:
     alive: torch.Tensor  # [M] bool; False once a member diverged (it is then frozen)
     step: int = 0
     buffers: Tensors = field(default_factory=dict)  # per-member module buffers (BatchNorm statistics), [M, ...]
+    # effective weights at the last evaluation: what the convergence check compares against, so a job
+    # resumed from a checkpoint stops at the step an uninterrupted one would
+    last_eval: Tensors = field(default_factory=dict)
 
 
 class Ensemble:

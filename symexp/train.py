@@ -156,7 +156,7 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rule: optim.Rule, resume: 
         batcher.load_state_dict(resume["batcher"])
     step_fn = ens.make_step(rule, decayed, batcher.per_member_x, batcher.per_member_y,
                             tcfg["max_loss"], cfg["compile"], state.buffers)
-    prev, floor = None, CheckpointFloor(tcfg["checkpoint_every"], tcfg["checkpoint_min_s"])
+    floor = CheckpointFloor(tcfg["checkpoint_every"], tcfg["checkpoint_min_s"])
     if state.step == 0:
         tic = time.perf_counter()
         results = evaluate(ens, state, data, mcfg, batcher=batcher)
@@ -175,8 +175,8 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rule: optim.Rule, resume: 
             tic = time.perf_counter()
             results = evaluate(ens, state, data, mcfg, final=last, batcher=batcher)
             theta = {k: v.detach().clone() for k, v in ens.effective(state.raw, ens.fixed).items()}
-            done = converged(prev, theta, state.alive, tcfg["converge_tol"])
-            prev = theta
+            done = converged(state.last_eval or None, theta, state.alive, tcfg["converge_tol"])
+            state.last_eval = theta
             bar.eval(state.step, _live_mean(results[0][2], state.alive), int(state.alive.sum()), ens.size)
             yield Eval(state.step, state, batcher, results, checkpoint=save and not done,
                        measure_s=time.perf_counter() - tic)

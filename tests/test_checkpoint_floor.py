@@ -83,3 +83,32 @@ def test_job_killed_between_checkpoints_resumes_from_the_last_one_exactly(make_c
     a, b = (pd.read_parquet(tmp_path / d / "metrics.parquet").sort_values(keys).set_index(keys)["value"]
             for d in ("clean", "killed"))
     pd.testing.assert_series_equal(a, b)
+
+
+def test_converging_job_resumed_stops_where_an_uninterrupted_one_stops(make_cfg, tmp_path, monkeypatch):
+    """Convergence compares with the weights at the previous evaluation; a checkpoint carries them, so a
+    job killed one evaluation before it converges resumes and stops at the same step, with the same
+    table (it used to run one evaluation window longer: nothing to compare with after a resume)."""
+    cfg = make_cfg(*TINY, "train.steps=4000", "train.eval_every=100", "train.checkpoint_min_s=0",
+                   "symmetry=plain", "optim.batch_size=null", "train.converge_tol=1e-7")
+    clean = run.run_job(cfg, tmp_path / "clean", progress=False)
+    assert clean["steps"] < 4000  # it converged
+    real_train = run.train
+
+    def killed_before_converging(*args, **kwargs):
+        for ev in real_train(*args, **kwargs):
+            yield ev
+            if ev.step == clean["steps"] - 100:
+                raise Killed
+
+    monkeypatch.setattr(run, "train", killed_before_converging)
+    with pytest.raises(Killed):
+        run.run_job(cfg, tmp_path / "killed", progress=False)
+    monkeypatch.setattr(run, "train", real_train)
+    resumed = run.run_job(cfg, tmp_path / "killed", progress=False)
+    assert resumed["resumed_from"] == clean["steps"] - 100
+    assert resumed["steps"] == clean["steps"]
+    keys = ["member", "step", "layer", "metric"]
+    a, b = (pd.read_parquet(tmp_path / d / "metrics.parquet").sort_values(keys).set_index(keys)["value"]
+            for d in ("clean", "killed"))
+    pd.testing.assert_series_equal(a, b)
