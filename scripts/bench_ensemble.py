@@ -226,7 +226,7 @@ def main() -> None:
     load_before, rows = os.getloadavg(), []
     for M in args.sizes:
         rows += bench_size(data, M, args.steps, args.repeats, compiled_member, compiled_batched)
-        for r in rows[-7:]:
+        for r in (r for r in rows if r["M"] == M):
             print(f"M={M:4d} {r['method']:14s} {r['us_per_step']:9.1f} us/step  cpu {r['cpu_util']:.2f}  "
                   f"{r['cpu_us_per_step']:9.1f} cpu-us/step  {r['gflops']:6.1f} GFLOP/s  "
                   f"{r['gflops_per_cpu_s']:6.1f} GFLOP/cpu-s", flush=True)

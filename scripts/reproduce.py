@@ -190,7 +190,7 @@ def main() -> int:
     total = time.time() - start
     command = "scripts/reproduce.py " + shlex.join(sys.argv[1:])
     audit = audit_section(results, args.scale)
-    text = report.build(results, args.scale, {}, total, command, note, registry, facts, jobs)
+    text = report.build(results, args.scale, jobs, total, command, note, registry, facts)
     write_text(results / "REPORT.md", text + audit)
     mirror_to_wandb(args.overrides, args.scale, ledger, results / "figures")
     print(note)

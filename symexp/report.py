@@ -129,18 +129,16 @@ def experiment_times(jobs: pd.DataFrame) -> str:
     return md_table(rows, ["experiment", "jobs", "job time (s, summed)", "longest job (s)", "measuring"])
 
 
-def build(results: Path, scale: str, timings: dict[str, float], total_s: float, command: str,
+def build(results: Path, scale: str, jobs: pd.DataFrame, total_s: float, command: str,
           reference: str = "", registry: experiments.Registry | None = None,
-          facts: dict[str, str] | None = None, jobs: pd.DataFrame | None = None) -> str:
-    """The report; `facts` are extra rows of its run table (how the jobs ran, what was cached at the start),
-    `jobs` the per-job table (symexp.schedule.job_table) that the time per experiment is summed from."""
+          facts: dict[str, str] | None = None) -> str:
+    """The report; `jobs` is the per-job table (symexp.schedule.job_table) each experiment's time is
+    summed from, `facts` extra rows of its run table (how the jobs ran, what was cached at the start)."""
     results = Path(results)
     registry = registry or experiments.discover()
     ledger = pd.read_csv(results / "claims.csv")
-    if jobs is not None:  # the per-job table is the truth: an experiment's time is its jobs' sum
-        timings = jobs.groupby("experiment").wall_s.sum().to_dict()
-    per_exp = experiment_times(jobs) if jobs is not None else md_table(
-        [[exp, f"{s:.0f}"] for exp, s in timings.items()], ["experiment", "job time (s, summed over its jobs)"])
+    timings = jobs.groupby("experiment").wall_s.sum().to_dict() if len(jobs) else {}
+    per_exp = experiment_times(jobs) if len(jobs) else ""
     sections = [
         f"# symexp reproduction report: scale={scale}",
         f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} by `{command}`, from the files under `{results.name}/`. "

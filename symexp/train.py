@@ -130,9 +130,9 @@ def feature_results(logits: torch.Tensor, feats: torch.Tensor, y: torch.Tensor, 
     return out
 
 
-def converged(prev: dict | None, theta: dict, alive: torch.Tensor, tol: float) -> bool:
+def converged(prev: dict, theta: dict, alive: torch.Tensor, tol: float) -> bool:
     """True when every live member moved less than tol * max|theta| over the last eval window."""
-    if prev is None or tol <= 0:
+    if not prev or tol <= 0:  # no evaluation before this one
         return False
     for k, v in theta.items():
         scale = v.flatten(1).abs().amax(1).clamp_min(1e-30)
@@ -175,7 +175,7 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rule: optim.Rule, resume: 
             tic = time.perf_counter()
             results = evaluate(ens, state, data, mcfg, final=last, batcher=batcher)
             theta = {k: v.detach().clone() for k, v in ens.effective(state.raw, ens.fixed).items()}
-            done = converged(state.last_eval or None, theta, state.alive, tcfg["converge_tol"])
+            done = converged(state.last_eval, theta, state.alive, tcfg["converge_tol"])
             state.last_eval = theta
             bar.eval(state.step, _live_mean(results[0][2], state.alive), int(state.alive.sum()), ens.size)
             yield Eval(state.step, state, batcher, results, checkpoint=save and not done,

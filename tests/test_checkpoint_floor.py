@@ -17,6 +17,29 @@ class Killed(Exception):
     """Stands in for a SIGKILL."""
 
 
+def killed_after_then_resumed(cfg, job_dir, step: int, monkeypatch) -> dict:
+    """Run the job, kill it right after the evaluation at `step` is reported, run it again: its status."""
+    real_train = run.train
+
+    def killed_after(*args, **kwargs):
+        for ev in real_train(*args, **kwargs):
+            yield ev
+            if ev.step == step:
+                raise Killed
+
+    monkeypatch.setattr(run, "train", killed_after)
+    with pytest.raises(Killed):
+        run.run_job(cfg, job_dir, progress=False)
+    monkeypatch.setattr(run, "train", real_train)
+    return run.run_job(cfg, job_dir, progress=False)
+
+
+def assert_same_table(a_dir, b_dir) -> None:
+    keys = ["member", "step", "layer", "metric"]
+    a, b = (pd.read_parquet(d / "metrics.parquet").sort_values(keys).set_index(keys)["value"] for d in (a_dir, b_dir))
+    pd.testing.assert_series_equal(a, b)
+
+
 @pytest.fixture
 def one_second_per_step(monkeypatch):
     """The floor's clock reads 1 s per training batch drawn: which steps checkpoint is then exact."""
@@ -65,24 +88,9 @@ def test_job_killed_between_checkpoints_resumes_from_the_last_one_exactly(make_c
     reported), the rerun continues from step 15 and its table equals an uninterrupted run's."""
     cfg = make_cfg(*TINY, "train.checkpoint_min_s=12", "breaking=offset", "ensemble.label_noises=[0.3]")
     run.run_job(cfg, tmp_path / "clean", progress=False)
-    real_train = run.train
-
-    def killed_after_25(*args, **kwargs):
-        for ev in real_train(*args, **kwargs):
-            yield ev
-            if ev.step == 25:
-                raise Killed
-
-    monkeypatch.setattr(run, "train", killed_after_25)
-    with pytest.raises(Killed):
-        run.run_job(cfg, tmp_path / "killed", progress=False)
-    monkeypatch.setattr(run, "train", real_train)
-    resumed = run.run_job(cfg, tmp_path / "killed", progress=False)
+    resumed = killed_after_then_resumed(cfg, tmp_path / "killed", 25, monkeypatch)
     assert resumed["resumed_from"] == 15 and resumed["state"] == "done"
-    keys = ["member", "step", "layer", "metric"]
-    a, b = (pd.read_parquet(tmp_path / d / "metrics.parquet").sort_values(keys).set_index(keys)["value"]
-            for d in ("clean", "killed"))
-    pd.testing.assert_series_equal(a, b)
+    assert_same_table(tmp_path / "clean", tmp_path / "killed")
 
 
 def test_converging_job_resumed_stops_where_an_uninterrupted_one_stops(make_cfg, tmp_path, monkeypatch):
@@ -93,22 +101,7 @@ def test_converging_job_resumed_stops_where_an_uninterrupted_one_stops(make_cfg,
                    "symmetry=plain", "optim.batch_size=null", "train.converge_tol=1e-7")
     clean = run.run_job(cfg, tmp_path / "clean", progress=False)
     assert clean["steps"] < 4000  # it converged
-    real_train = run.train
-
-    def killed_before_converging(*args, **kwargs):
-        for ev in real_train(*args, **kwargs):
-            yield ev
-            if ev.step == clean["steps"] - 100:
-                raise Killed
-
-    monkeypatch.setattr(run, "train", killed_before_converging)
-    with pytest.raises(Killed):
-        run.run_job(cfg, tmp_path / "killed", progress=False)
-    monkeypatch.setattr(run, "train", real_train)
-    resumed = run.run_job(cfg, tmp_path / "killed", progress=False)
+    resumed = killed_after_then_resumed(cfg, tmp_path / "killed", clean["steps"] - 100, monkeypatch)
     assert resumed["resumed_from"] == clean["steps"] - 100
     assert resumed["steps"] == clean["steps"]
-    keys = ["member", "step", "layer", "metric"]
-    a, b = (pd.read_parquet(tmp_path / d / "metrics.parquet").sort_values(keys).set_index(keys)["value"]
-            for d in ("clean", "killed"))
-    pd.testing.assert_series_equal(a, b)
+    assert_same_table(tmp_path / "clean", tmp_path / "killed")

@@ -23,12 +23,17 @@ def fake_sweep(results, exp, params):
         write_text(sweep / job / "config.yaml", f"name: {exp}\njob: {job}\n")
 
 
+JOBS = pd.DataFrame({"experiment": ["dcs", "transformer"], "job": ["a", "default"], "wall_s": [12.0, 60.0],
+                     "measure_s": [0.1, 0.5]})
+NO_JOBS = JOBS.iloc[:0]
+
+
 def test_report_lists_claims_configs_and_timings(tmp_path):
     fake_sweep(tmp_path, "dcs", {"symmetry": "dcs,plain"})
     fake_sweep(tmp_path, "transformer", None)  # a single-job experiment: no sweeper params
     ledger = pd.DataFrame([PAPER_PASS, PAPER_FAIL], columns=LEDGER_COLUMNS)
     ledger.to_csv(tmp_path / "claims.csv", index=False)
-    text = report.build(tmp_path, "quick", {"dcs": 12.0, "transformer": 60.0}, 75.0, "make reproduce", "note")
+    text = report.build(tmp_path, "quick", JOBS, 75.0, "make reproduce", "note")
     assert "1 of 2 checks pass" in text and "| C6 | coupled | 2 | 0 | **FAIL** |" in text
     assert "s \\| with a pipe" in text  # a pipe inside a statement does not break the table
     assert "`symmetry` ∈ {dcs,plain}" in text and "the 2 jobs differ only in the swept keys" in text
@@ -46,7 +51,7 @@ def test_report_counts_the_papers_claims_apart(tmp_path):
                                 statement="i", measured=4.0, op="<=", threshold=0.0, passed=False)],
                           columns=LEDGER_COLUMNS)
     ledger.to_csv(tmp_path / "claims.csv", index=False)
-    text = report.build(tmp_path, "quick", {}, 1.0, "make reproduce")
+    text = report.build(tmp_path, "quick", NO_JOBS, 1.0, "make reproduce")
     assert "2 of 4 checks pass; the paper's claims: 2 of 2" in text
     claims = text.split("## Claims")[1].split("## Figures")[0]
     paper, control, info = claims.split("### ")[1:]
@@ -65,7 +70,6 @@ def test_report_says_how_the_jobs_ran_and_what_was_cached(tmp_path, monkeypatch)
     pd.DataFrame([PAPER_PASS], columns=LEDGER_COLUMNS).to_csv(tmp_path / "claims.csv", index=False)
     jobs = pd.DataFrame({"experiment": ["dcs", "dcs", "transformer"], "job": ["a", "b", "default"],
                          "wall_s": [10.0, 30.0, 60.0], "measure_s": [1.0, 1.0, None]})
-    text = report.build(tmp_path, "quick", {}, 1.0, "make reproduce", facts={"jobs": "2 worker process(es)"},
-                        jobs=jobs)
+    text = report.build(tmp_path, "quick", jobs, 1.0, "make reproduce", facts={"jobs": "2 worker process(es)"})
     assert "| jobs | 2 worker process(es) |" in text
     assert "| dcs | 2 | 40 | 30 | 5.0 % |" in text and "| transformer | 1 | 60 | 60 | - |" in text
