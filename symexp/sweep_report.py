@@ -38,6 +38,9 @@ def sweep_summary(sweep_dir: Path, since: float = 0.0, only=None) -> tuple[int, 
 
 
 class SweepReport(Callback):
+    def __init__(self) -> None:
+        self.started, self.launched = 0.0, set()  # a single run (no -m) ends jobs without a multirun start
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.time() - 1.0  # file times are coarse on some file systems
         self.launched: set[Path] = set()

@@ -41,6 +41,15 @@ def test_multirun_collect_and_rerun_skips(tmp_path):
     assert {j: json.loads((j / "status.json").read_text())["started"] for j in jobs} == started
 
 
+def test_single_run_writes_its_job_and_warns_of_nothing(tmp_path):
+    """Without -m: one job in hydra.run.dir, and stderr free of callback warnings (the sweep report's
+    on_job_end once raised there, before any multirun had started)."""
+    job = tmp_path / "single"
+    r = run("-m", "symexp.run", "experiment=fig1_left", f"paths.results={tmp_path}", f"hydra.run.dir={job}", *FAST)
+    assert json.loads((job / "status.json").read_text())["state"] == "done"
+    assert "Warning" not in r.stderr and "raised" not in r.stderr, r.stderr[-2000:]
+
+
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     statuses = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("status.json")]
