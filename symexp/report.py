@@ -119,14 +119,20 @@ def experiment_section(results: Path, scale: str, exp: str, wall_s: float | None
 
 
 def experiment_times(jobs: pd.DataFrame) -> str:
-    """Per experiment: its jobs, their seconds summed and the longest, and the share of that time spent
-    measuring (evaluations, rows, the wandb mirror, checkpoints; each job's status.json `measure_s`)."""
+    """Per experiment: its jobs, their seconds summed and the longest, the share of that time spent
+    measuring (evaluations, rows, the wandb mirror, checkpoints; each job's status.json `measure_s`) and
+    the share spent on the closed-form references at the end (`reference_s`: once a job, whatever the
+    evaluation cadence)."""
+    if "reference_s" not in jobs:  # a jobs.csv from before references were timed apart
+        jobs = jobs.assign(reference_s=float("nan"))
     per = jobs.groupby("experiment", sort=False).agg(n=("job", "size"), total=("wall_s", "sum"),
-                                                     longest=("wall_s", "max"), measure=("measure_s", "sum"))
-    rows = [[exp, f"{r.n:.0f}", f"{r.total:.0f}", f"{r.longest:.0f}",
-             f"{100 * r.measure / r.total:.1f} %" if r.total > 0 and r.measure > 0 else "-"]
-            for exp, r in per.iterrows()]
-    return md_table(rows, ["experiment", "jobs", "job time (s, summed)", "longest job (s)", "measuring"])
+                                                     longest=("wall_s", "max"), measure=("measure_s", "sum"),
+                                                     reference=("reference_s", "sum"))
+    share = lambda part, total: f"{100 * part / total:.1f} %" if total > 0 and part > 0 else "-"  # noqa: E731
+    rows = [[exp, f"{r.n:.0f}", f"{r.total:.0f}", f"{r.longest:.0f}", share(r.measure, r.total),
+             share(r.reference, r.total)] for exp, r in per.iterrows()]
+    return md_table(rows, ["experiment", "jobs", "job time (s, summed)", "longest job (s)", "measuring",
+                           "references"])
 
 
 def build(results: Path, scale: str, jobs: pd.DataFrame, total_s: float, command: str,

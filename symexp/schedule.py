@@ -132,8 +132,8 @@ def run_jobs(jobs: list[Job], workers: int, threads: int = 1, echo=print, runner
 
 def job_table(sweep_dirs: dict[str, Path], scale: str) -> pd.DataFrame:
     """One row per job directory under each experiment's sweep dir: its state, steps, members, wall time
-    and the part of it spent measuring, as its status.json records them (`longest_first` reads the wall
-    times back from jobs.csv)."""
+    and the parts of it spent measuring and computing the closed-form references, as its status.json
+    records them (`longest_first` reads the wall times back from jobs.csv)."""
     rows = []
     for experiment, sweep in sweep_dirs.items():
         # a job with no swept key (override_dirname empty) lives in the sweep dir itself
@@ -145,6 +145,6 @@ def job_table(sweep_dirs: dict[str, Path], scale: str) -> pd.DataFrame:
             rows.append({"scale": scale, "experiment": experiment, "job": status.get("job", path.parent.name),
                          "state": status.get("state"), "members": status.get("members"),
                          "steps": status.get("steps"), "wall_s": status.get("wall_s"),
-                         "measure_s": status.get("measure_s")})
+                         "measure_s": status.get("measure_s"), "reference_s": status.get("reference_s")})
     return pd.DataFrame(rows, columns=["scale", "experiment", "job", "state", "members", "steps", "wall_s",
-                                       "measure_s"])
+                                       "measure_s", "reference_s"])

@@ -69,7 +69,8 @@ def test_report_says_how_the_jobs_ran_and_what_was_cached(tmp_path, monkeypatch)
     assert report.inductor_cache_line().startswith("1 files")
     pd.DataFrame([PAPER_PASS], columns=LEDGER_COLUMNS).to_csv(tmp_path / "claims.csv", index=False)
     jobs = pd.DataFrame({"experiment": ["dcs", "dcs", "transformer"], "job": ["a", "b", "default"],
-                         "wall_s": [10.0, 30.0, 60.0], "measure_s": [1.0, 1.0, None]})
+                         "wall_s": [10.0, 30.0, 60.0], "measure_s": [1.0, 1.0, None],
+                         "reference_s": [None, 2.0, None]})
     text = report.build(tmp_path, "quick", jobs, 1.0, "make reproduce", facts={"jobs": "2 worker process(es)"})
     assert "| jobs | 2 worker process(es) |" in text
-    assert "| dcs | 2 | 40 | 30 | 5.0 % |" in text and "| transformer | 1 | 60 | 60 | - |" in text
+    assert "| dcs | 2 | 40 | 30 | 5.0 % | 5.0 % |" in text and "| transformer | 1 | 60 | 60 | - | - |" in text

@@ -67,6 +67,7 @@ def test_pool_jobs_write_what_a_plain_sweep_writes(tmp_path):
     table = schedule.job_table({e: pool / "runs" / "quick" / e for e in ("fig1_left", "fig1_left_noise")}, "quick")
     assert len(table) == 6 and (table.state == "done").all() and (table.wall_s > 0).all()
     assert ((table.measure_s > 0) & (table.measure_s < table.wall_s)).all()  # 4 evaluations of every job
+    assert ((table.reference_s >= 0) & (table.reference_s < table.wall_s)).all()  # timed apart, for every job
     assert set(table.job) == {j.name for j in jobs}  # the names the next run's expectations are keyed on
     expected = tmp_path / "jobs.csv"
     table.to_csv(expected, index=False)
