@@ -9,6 +9,7 @@ what is allowed (symexp.errors.ConfigError).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, Optional
@@ -19,7 +20,7 @@ from symexp import components
 from symexp.errors import ConfigError
 from symexp.schema import Count, Fraction, NonNeg, NonNegInt, Positive, Range, as_mapping, check_fields, filled
 
-__all__ = ["Config", "ConfigError", "validate", "validate_parts"]
+__all__ = ["Config", "ConfigError", "unnamed_keys", "validate", "validate_parts"]
 
 
 @dataclass
@@ -118,6 +119,13 @@ class Config:
     dtype: Literal["float32", "float64"] = "float32"
     compile: bool = False
     references: list[str] = field(default_factory=list)
+
+
+@functools.cache
+def unnamed_keys() -> frozenset[str]:
+    """Overrides that change no number: config.yaml keeps them out of job directory names, and the tidy
+    table out of its columns."""
+    return frozenset(OmegaConf.load(components.CONFIGS / "config.yaml").hydra.job.config.override_dirname.exclude_keys)
 
 
 def validate(cfg: DictConfig) -> dict:

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from symexp import checkpoint, results, theory
-from symexp.config import validate_parts
+from symexp.config import unnamed_keys, validate_parts
 from symexp.ensemble import Ensemble, member_table
 from symexp.errors import ConfigError, UserError
 from symexp.results import read_status, write_json, write_parquet, write_text
@@ -31,8 +31,6 @@ from symexp.wandb_sink import NullSink, make_sink
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 CORE_COLUMNS = ("symmetry", "breaking", "model", "data")
-# overrides that do not change the numbers (also excluded from job directory names in config.yaml)
-NOT_COLUMNS = ("experiment", "scale", "logger", "logger.mode", "paths.results", "compile", "device")
 
 
 def pick_device(name: str) -> torch.device:
@@ -50,7 +48,7 @@ def job_columns(c: dict, job: str, overrides: list[str]) -> dict:
     cols["batch_size"] = c["optim"]["batch_size"] or 0  # 0 = full batch
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+~")
-        if key in cols or key.startswith("hydra") or "/" in key or key in NOT_COLUMNS:
+        if key in cols or key.startswith("hydra") or "/" in key or key in unnamed_keys():
             continue
         value = OmegaConf.select(OmegaConf.create(c), key)
         cols[key] = value if value is None or isinstance(value, (int, float, str, bool)) else str(value)

@@ -11,7 +11,6 @@ a job it does not know is started first.
 """
 from __future__ import annotations
 
-import functools
 import multiprocessing
 import os
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from symexp.config import unnamed_keys
 from symexp.errors import FileError
 from symexp.results import parse_status
 
@@ -40,17 +40,7 @@ class Job:
     @property
     def name(self) -> str:
         """Hydra's override_dirname of the job (symexp.run's `job`): its overrides but the excluded keys."""
-        return ",".join(sorted(p for p in self.pins if p.split("=", 1)[0] not in _unnamed_keys())) or "default"
-
-
-@functools.cache
-def _unnamed_keys() -> frozenset[str]:
-    """The overrides config.yaml keeps out of job directory names."""
-    from omegaconf import OmegaConf
-
-    from symexp.experiments import CONFIGS
-
-    return frozenset(OmegaConf.load(CONFIGS / "config.yaml").hydra.job.config.override_dirname.exclude_keys)
+        return ",".join(sorted(p for p in self.pins if p.split("=", 1)[0] not in unnamed_keys())) or "default"
 
 
 def expected_seconds(table: Path, scale: str) -> dict[tuple[str, str], float]:
