@@ -118,6 +118,7 @@ class Config:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     compile: bool = False
+    cpp_wrapper: bool = False
     references: list[str] = field(default_factory=list)
 
 

@@ -155,7 +155,7 @@ def train(ens: Ensemble, data: TensorData, cfg: dict, rule: optim.Rule, resume: 
         state = resume["state"]
         batcher.load_state_dict(resume["batcher"])
     step_fn = ens.make_step(rule, decayed, batcher.per_member_x, batcher.per_member_y,
-                            tcfg["max_loss"], cfg["compile"], state.buffers)
+                            tcfg["max_loss"], cfg["compile"], state.buffers, cpp_wrapper=cfg["cpp_wrapper"])
     floor = CheckpointFloor(tcfg["checkpoint_every"], tcfg["checkpoint_min_s"])
     if state.step == 0:
         tic = time.perf_counter()

@@ -41,12 +41,17 @@ def assert_same(state, losses, ref, ref_losses, atol: float):
     assert torch.allclose(losses[:, live], ref_losses[:, live], rtol=atol, atol=0)
 
 
-@pytest.mark.parametrize("compile", [False, True], ids=["graph", "inductor"])
-def test_graph_step_equals_the_vmapped_step_and_freezes_diverged_members(compile):
+MODES = {"graph": dict(compile=False), "inductor": dict(compile=True),
+         "inductor_cpp_wrapper": dict(compile=True, cpp_wrapper=True)}
+
+
+@pytest.mark.parametrize("mode", MODES.values(), ids=MODES.keys())
+def test_graph_step_equals_the_vmapped_step_and_freezes_diverged_members(mode):
     data, ens = tiny_ensemble()
     rule = optim.Rule("sgd", momentum=0.5)
     eager, eager_loss, _ = run(ens, data.x, data.y, rule, compile=False, trace=False)
-    state, losses, step = run(ens, data.x, data.y, rule, compile=compile)
+    state, losses, step = run(ens, data.x, data.y, rule, **mode)
+    compile = mode["compile"]
     assert not eager.alive.all() and eager.alive.any()  # lr = 80 diverges, lr = 0.05 does not
     # the traced graph runs the vmapped step's own ops: the same numbers bit for bit; Inductor fuses them
     assert_same(state, losses, eager, eager_loss, atol=1e-12 if compile else 0.0)
@@ -55,3 +60,12 @@ def test_graph_step_equals_the_vmapped_step_and_freezes_diverged_members(compile
     half = run(ens, data.x[:32], data.y[:32], rule, compile=False, trace=False)[:2]
     assert_same(*run(ens, data.x[:32], data.y[:32], rule, step=step)[:2], *half, atol=1e-12 if compile else 0.0)
     assert len(step.graphs) == 2
+
+
+def test_cpp_wrapper_changes_no_number():
+    """The C++ wrapper calls the kernels Inductor would call from Python: the same numbers bit for bit."""
+    data, ens = tiny_ensemble()
+    rule = optim.Rule("sgd", momentum=0.5)
+    python = run(ens, data.x, data.y, rule, compile=True)
+    cpp = run(ens, data.x, data.y, rule, compile=True, cpp_wrapper=True)
+    assert_same(*cpp[:2], *python[:2], atol=0.0)
