@@ -2,6 +2,7 @@
 PY      ?= .venv/bin/python
 SCALE   ?= quick
 PYTEST  ?= $(PY) -m pytest
+ARGS    ?=
 FMNIST  := /usr/share/datasets/fashion-mnist
 # taken before set-up, so the report's wall time includes it
 START   := $(shell date +%s)
@@ -28,8 +29,8 @@ data:  ## Debian's dataset-fashion-mnist (IDX files under /usr/share/datasets/fa
 	@test -d $(FMNIST) || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
 	  || echo "note: could not install dataset-fashion-mnist (not root?); image experiments will say so"
 
-reproduce: setup  ## run every experiment at SCALE (quick: CPU, paper: GPU), then figures, claims and report
-	$(PY) scripts/reproduce.py --scale $(SCALE) --started $(START)
+reproduce: setup  ## every experiment at SCALE (quick: CPU, paper: GPU), figures, claims, report; ARGS="--only fig1_left"
+	$(PY) scripts/reproduce.py --scale $(SCALE) --started $(START) $(ARGS)
 
 reference: reproduce  ## refresh the committed results/reference from a SCALE=quick reproduce
 	rm -rf results/reference && mkdir -p results/reference
