@@ -232,8 +232,8 @@ class GraphStep:
 
     `cpp_wrapper`: Inductor writes the code that calls the kernels in C++ too, and builds wrapper and
     kernels as two translation units on precompiled headers instead of one g++ call per kernel. For the
-    narrow ResNet's step (45 kernels) a cold compile then costs 59 instead of 80 CPU seconds; its steps
-    are as fast (0.94x at M = 5, 1.07x at M = 2) and give the same numbers bit for bit."""
+    narrow ResNet's step (45 kernels, M = 5) a cold compile then costs 59-69 instead of 86 CPU seconds,
+    a step 0.91x the time, the same numbers bit for bit (scripts/bench_resnet.py --cpp-wrapper)."""
 
     def __init__(self, update, wd: torch.Tensor, fixed: Tensors, buffers: Tensors, inductor: bool,
                  cpp_wrapper: bool = False):
