@@ -1,6 +1,7 @@
 """Known-answer tests for symexp.metrics (each batched over an ensemble axis M)."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -227,6 +228,20 @@ def test_feature_correlation_known_values():
     assert C[0, 4].item() == pytest.approx(0.0, abs=1e-7)
     assert (C[3] == 0).all() and (C[:, 3] == 0).all()
     assert torch.diagonal(C).tolist() == pytest.approx([1, 1, 1, 0, 1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_feature_correlation_leaves_its_features_alone(dtype):
+    """Standardising works in place on its own copy: a float64 input (no conversion copy) is not touched,
+    and a member's correlations are numpy's."""
+    F = torch.stack([features(), features().flip(0)]).to(dtype)
+    before = F.clone()
+    C = feature_correlation(F)
+    near_identical_pairs(F)
+    assert torch.equal(F, before)
+    varying = [0, 1, 2, 4]
+    expected = np.corrcoef(F[1][:, varying].double().numpy(), rowvar=False)
+    assert np.allclose(C[1][varying][:, varying].double().numpy(), expected, atol=1e-6)
 
 
 def test_near_identical_pairs():
