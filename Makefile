@@ -29,7 +29,7 @@ data:  ## Debian's dataset-fashion-mnist (IDX files under /usr/share/datasets/fa
 	@test -d $(FMNIST) || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
 	  || echo "note: could not install dataset-fashion-mnist (not root?); image experiments will say so"
 
-reproduce: setup  ## every experiment at SCALE (quick: CPU, paper: GPU), figures, claims, report; ARGS="--only fig1_left"
+reproduce: setup  ## every experiment at SCALE (quick: CPU, paper: GPU), figures, claims, report; ARGS="--only T"
 	$(PY) scripts/reproduce.py --scale $(SCALE) --started $(START) $(ARGS)
 
 reference: reproduce  ## refresh the committed results/reference from a SCALE=quick reproduce

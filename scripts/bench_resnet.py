@@ -105,7 +105,7 @@ def cpp_wrapper_ab(args, report: dict, out: Path) -> None:
     best = {}
     for _ in range(args.repeats):
         for cpp, (run, images) in runs.items():
-            run()  # the first call compiles (or loads from the cache)
+            run()  # a warm-up step (the first one compiles, or loads from the cache)
             wall, util = min_time(lambda: [run() for _ in range(args.steps)], 1)
             if wall < best.get(cpp, (float("inf"),))[0]:
                 best[cpp] = (wall, util)

@@ -13,7 +13,9 @@ import itertools
 from dataclasses import dataclass, field
 
 import torch
-import torch._dynamo  # noqa: F401  (make_fx and torch.func's jvp import it on first use, ~1 s: see below)
+# imported here rather than on first use by make_fx or torch.func's jvp (~1 s), so that its second is
+# not charged to whichever of a job's first step or first evaluation (a Hessian probe) comes first
+import torch._dynamo  # noqa: F401
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
@@ -23,8 +25,6 @@ from symexp import optim
 from symexp.models import init_member
 from symexp.symmetry import breaking
 
-# torch._dynamo is imported above, at import time, so that its second is not charged to whichever of a
-# job's first step (GraphStep's make_fx) or first evaluation (a Hessian probe's jvp) comes first
 Tensors = dict[str, torch.Tensor]
 MEMBER_KEYS = ("seed", "weight_decay", "lr", "label_noise")
 # Offsets, batch order and label noise draw from generators seeded apart from the init seed.
