@@ -3,6 +3,7 @@
 
     python scripts/bench_ensemble.py [--sizes 1 8 64 256] [--steps 200] [--repeats 5] [--threads N]
     python scripts/bench_ensemble.py --profile 64 [--threads 1]   # where the engine step's time goes
+    python scripts/bench_ensemble.py --sizes 1 64 --fuse 4 16 --out results/bench/ensemble_fused_cpu.json
 
 For each M, seconds for --steps steps of every member, all in one process with the same threads:
   loop_eager      M nn-free parameter pairs, each with its own torch.optim.SGD (the old baseline)
@@ -13,6 +14,8 @@ For each M, seconds for --steps steps of every member, all in one process with t
   engine_graph    the same step traced once into a flat ATen graph (make_step's uncompiled default)
   engine_dynamo   torch.compile of the engine's vmapped step (its compiled path before issue 13)
   engine          the engine's batched step, compiled (what `compile: true` experiments run)
+  engine_fusedK   with --fuse K: K of those steps traced into one graph and compiled, one call per K
+                  steps (full batch: every step sees the same data): what a call's own overhead costs
 Compile time is paid in a warm-up and excluded. Repeats are interleaved across the methods (noise
 from other processes spreads over all of them) and each figure is the min over repeats, with the
 process CPU time of that repeat: cpu_util = CPU time / wall time (~threads when the cores are ours),
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import torch
 from torch.func import grad
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from symexp import optim
 from symexp.components import load
@@ -116,6 +120,46 @@ def engine(data, M: int, mode: str):
     return run
 
 
+def engine_fused(data, M: int, k: int):
+    """K engine steps in one compiled call: the step's flat ATen form (GraphStep._flat) applied K times,
+    each step's parameters, optimiser state and live mask feeding the next, traced and compiled once."""
+    from torch._inductor import standalone_compile
+
+    members = member_table(dict(seeds=list(range(M)), weight_decays=[WD], lrs=[LR], label_noises=[0.0]))
+    ens = Ensemble(load("model", "linear", init_scale=0.1).build(data), load("symmetry", "rescaling"),
+                   load("breaking", "none"), members, "regression", data.x.device, torch.float32)
+    step = ens.make_step(optim.Rule(), frozenset(ens.raw0), False, False, 1e8, compile=False)
+    state = ens.init_state(optim.Rule())
+    step(state.raw, state.opt, state.alive, data.x, data.y, ens.hyper["lr"])  # fixes its key order
+    carried = len(step.raw_keys) + len(step.opt_keys) + 1  # raw, opt, alive in; raw, opt, ok out
+
+    def k_steps(*ts):
+        now, rest = ts[:carried], ts[carried:]
+        for _ in range(k):
+            out = step._flat(*now, *rest)
+            now = out[:carried]
+        return out
+
+    def start():
+        s = ens.init_state(optim.Rule())
+        return [*(s.raw[key] for key in step.raw_keys), *(s.opt[key] for key in step.opt_keys), s.alive]
+
+    rest = [data.x, data.y, ens.hyper["lr"], *step.extras]
+    graph = make_fx(k_steps, tracing_mode="fake", _allow_non_fake_inputs=True)(*start(), *rest)
+    compiled = standalone_compile(graph, [*start(), *rest], dynamic_shapes="from_example_inputs")
+    one_by_one = start()  # the same K steps one call each: the fused graph must compute what they compute
+    for _ in range(k):
+        one_by_one = step._flat(*one_by_one, *rest)[:carried]
+    fused = compiled(*start(), *rest)[:carried]
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(fused, one_by_one)), "fused != K steps"
+
+    def run(steps: int) -> None:
+        now = start()
+        for _ in range(steps // k):
+            now = compiled(*now, *rest)[:carried]
+    return run
+
+
 def timed(methods: dict, repeats: int) -> dict:
     """{name: (min wall s, CPU s of that repeat, min CPU s)} of `run(steps)` for {name: (run, steps)},
     repeats interleaved across the methods so that every method sees the same spells of load."""
@@ -138,7 +182,8 @@ def matmul_peak(repeats: int) -> tuple[float, float]:
     return flops / res[0] / 1e9, flops / res[2] / 1e9
 
 
-def bench_size(data, M: int, steps: int, repeats: int, compiled_member, compiled_batched) -> list[dict]:
+def bench_size(data, M: int, steps: int, repeats: int, compiled_member, compiled_batched,
+               fuse: tuple[int, ...] = ()) -> list[dict]:
     """One row per method at ensemble size M, as per-step figures (the loops run fewer steps at large M)."""
     loop_steps = max(10, steps * 16 // max(M, 16))
     methods = {"loop_eager": (loop_eager(data, M), loop_steps),
@@ -148,8 +193,9 @@ def bench_size(data, M: int, steps: int, repeats: int, compiled_member, compiled
                "engine_graph": (engine(data, M, "graph"), steps),
                "engine_dynamo": (engine(data, M, "dynamo"), steps),
                "engine": (engine(data, M, "compiled"), steps)}
-    for run, _ in methods.values():
-        run(3)  # warm-up: compiles, allocator
+    methods |= {f"engine_fused{k}": (engine_fused(data, M, k), steps // k * k) for k in fuse}
+    for name, (run, n) in methods.items():
+        run(3 if "fused" not in name else n)  # warm-up: compiles, allocator
     flops_step = 4 * DATA["n_train"] * DATA["dim"] * M  # x @ theta and x^T r: 2 n d each, per member
     rows = []
     for name, (wall, cpu, cpu_min) in timed(methods, repeats).items():
@@ -212,6 +258,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--profile", type=int, metavar="M", help="only profile the compiled steps at this M")
+    p.add_argument("--fuse", type=int, nargs="*", default=[], metavar="K", help="also K steps per compiled call")
     p.add_argument("--out", default="results/bench/ensemble_cpu.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -225,7 +272,7 @@ def main() -> None:
     compiled_batched = torch.compile(batched_step, dynamic=False)
     load_before, rows = os.getloadavg(), []
     for M in args.sizes:
-        rows += bench_size(data, M, args.steps, args.repeats, compiled_member, compiled_batched)
+        rows += bench_size(data, M, args.steps, args.repeats, compiled_member, compiled_batched, tuple(args.fuse))
         for r in (r for r in rows if r["M"] == M):
             print(f"M={M:4d} {r['method']:14s} {r['us_per_step']:9.1f} us/step  cpu {r['cpu_util']:.2f}  "
                   f"{r['cpu_us_per_step']:9.1f} cpu-us/step  {r['gflops']:6.1f} GFLOP/s  "
