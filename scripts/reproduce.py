@@ -16,10 +16,12 @@ and exits non-zero when a job, a collect, a figure or a claims step failed.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -89,16 +91,27 @@ def run_tables(registry, tables, args, results: Path) -> tuple[list[str] | None,
 
 
 def figures_and_claims(tables, args, results: Path) -> list[str]:
-    """Draw each table's figure and write the ledger of every table's claims; the failed steps."""
+    """Draw each table's figure and write the ledger of every table's claims; the failed steps. The
+    figures are drawn on --jobs worker processes while this one writes the ledger: serially the two
+    took 22 s after the last job (15 s of figures, 5.5 s of claims)."""
     failed, tables_dir = [], results / "tables"
     configs = [a for d in args.configs for a in ("--configs", d)]
-    for table in (t for t in tables if t.plot):
-        if cli.main(["plot", table.name, "--tables", str(tables_dir), "--out", str(results / "figures"), *configs]):
-            failed.append(f"plot {table.name}")
-    ledger = results / "claims.csv"
-    ledger.unlink(missing_ok=True)  # a failed step must not leave the last run's ledger to be reported
-    if cli.main(["claims", "--tables", str(tables_dir), "--out", str(ledger), *configs]) != 0:
-        failed.append("claims")
+    plots = {t.name: ["plot", t.name, "--tables", str(tables_dir), "--out", str(results / "figures"), *configs]
+             for t in tables if t.plot}
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        drawn = {name: pool.submit(cli.main, argv) for name, argv in plots.items()}
+        ledger = results / "claims.csv"
+        ledger.unlink(missing_ok=True)  # a failed step must not leave the last run's ledger to be reported
+        if cli.main(["claims", "--tables", str(tables_dir), "--out", str(ledger), *configs]) != 0:
+            failed.append("claims")
+        for name, future in drawn.items():
+            try:
+                code = future.result()
+            except Exception as e:  # a bug in a plot module: reported like a failed step, the others go on
+                print(f"reproduce: plot {name}: {type(e).__name__}: {e}", file=sys.stderr)
+                code = 1
+            if code:
+                failed.insert(0, f"plot {name}")
     return failed
 
 

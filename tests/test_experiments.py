@@ -138,12 +138,15 @@ def test_new_experiment_with_one_claim_end_to_end(tmp_path):
     assert (row.kind, row.op, row.threshold, row.table) == ("paper", "<", 0.5, TOY)
     assert row.passed == (row.measured < 0.5) and row.passed
 
-    # the same experiment with a claim on a metric it never logs: reproduce fails, naming both
+    # the same experiment with a claim on a metric it never logs and a figure that raises (drawn on a
+    # worker process beside the claims): reproduce fails, naming both
     bad = tmp_path / "bad"
-    write_experiment(bad, TOY, TOY_YAML.replace("toy_claims", "toy_bad_claims"))
+    write_experiment(bad, TOY, TOY_YAML.replace("claims: toy_claims", "claims: toy_bad_claims\n  plot: toy_bad_plot"))
     (tmp_path / "toy_bad_claims.py").write_text(TOY_CLAIMS.replace("names.LOSS_TRAIN", "names.tau_rank(0.5)"))
+    (tmp_path / "toy_bad_plot.py").write_text("def draw(table, out_dir):\n    raise RuntimeError('no axes today')\n")
     r = run("scripts/reproduce.py", "--only", TOY, "--configs", str(bad), "--results", str(results), env=env,
             ok=False)
     assert "skip" in r.stderr  # the finished jobs were not rerun: `report` is not part of a job's identity
     assert f"metric 'rank/tau@0.5' is not in the table for experiment '{TOY}'" in r.stderr
-    assert "failed steps: claims" in r.stderr
+    assert f"reproduce: plot {TOY}: RuntimeError: no axes today" in r.stderr
+    assert f"failed steps: plot {TOY}, claims" in r.stderr
