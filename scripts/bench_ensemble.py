@@ -101,13 +101,18 @@ def hand_batched(data, M: int, compiled):
     return run
 
 
+def u_v_ensemble(data, M: int) -> Ensemble:
+    """M members of theta = u * v (seeds 0..M-1, one lr and decay): what the engine rows train."""
+    members = member_table(dict(seeds=list(range(M)), weight_decays=[WD], lrs=[LR], label_noises=[0.0]))
+    return Ensemble(load("model", "linear", init_scale=0.1).build(data), load("symmetry", "rescaling"),
+                    load("breaking", "none"), members, "regression", data.x.device, torch.float32)
+
+
 def engine(data, M: int, mode: str):
     """The engine's step: mode vmap (make_step(trace=False): the vmapped step op by op), graph (its traced
     ATen graph, the uncompiled default), compiled (make_step(compile=True)) or dynamo (torch.compile of the
     vmapped step: the engine's compiled path before issue 13)."""
-    members = member_table(dict(seeds=list(range(M)), weight_decays=[WD], lrs=[LR], label_noises=[0.0]))
-    ens = Ensemble(load("model", "linear", init_scale=0.1).build(data), load("symmetry", "rescaling"),
-                   load("breaking", "none"), members, "regression", data.x.device, torch.float32)
+    ens = u_v_ensemble(data, M)
     step = ens.make_step(optim.Rule(), frozenset(ens.raw0), False, False, 1e8, compile=mode == "compiled",
                          trace=mode in ("graph", "compiled"))
     step = torch.compile(step, dynamic=False) if mode == "dynamo" else step
@@ -125,9 +130,7 @@ def engine_fused(data, M: int, k: int):
     each step's parameters, optimiser state and live mask feeding the next, traced and compiled once."""
     from torch._inductor import standalone_compile
 
-    members = member_table(dict(seeds=list(range(M)), weight_decays=[WD], lrs=[LR], label_noises=[0.0]))
-    ens = Ensemble(load("model", "linear", init_scale=0.1).build(data), load("symmetry", "rescaling"),
-                   load("breaking", "none"), members, "regression", data.x.device, torch.float32)
+    ens = u_v_ensemble(data, M)
     step = ens.make_step(optim.Rule(), frozenset(ens.raw0), False, False, 1e8, compile=False)
     state = ens.init_state(optim.Rule())
     step(state.raw, state.opt, state.alive, data.x, data.y, ens.hyper["lr"])  # fixes its key order
