@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["SlowlyChangingRegression", "PermutedImages"]
+__all__ = ["SlowlyChangingRegression", "PermutedImages", "RandomLabels"]
 
 
 class _MemberGenerators:
@@ -115,11 +115,30 @@ class SlowlyChangingRegression:
             fast.append(torch.randint(2, (self.flip_after, n_fast), generator=g, dtype=torch.float32))
         self._slow = torch.stack(slow)
         self._gens.block = block
-        # the whole block's inputs and targets at once: one batched target pass per block, and the
-        # per-step cost of next() is a slice (batch size 1 is the published setting)
-        x = torch.cat([self._slow[:, None].expand(-1, self.flip_after, -1), torch.stack(fast)], dim=2)
-        self._x_block = x.to(self.device, self.dtype)
-        self._y_block = self.target(self._x_block)
+        # the whole block's inputs and targets at once, so the per-step cost of next() is a slice (batch
+        # size 1 is the published setting). A block has only 2^n_fast distinct inputs: the target is
+        # computed on those and looked up (its values are small integers, exact in any float order)
+        fast = torch.stack(fast)
+        self._x_block = torch.cat([self._slow[:, None].expand(-1, self.flip_after, -1), fast], dim=2).to(
+            self.device, self.dtype)
+        n_fast = self.num_inputs - self.num_flipping_bits
+        if 2 ** n_fast < self.flip_after:
+            code = (fast * 2 ** torch.arange(n_fast - 1, -1, -1, dtype=torch.float32)).sum(2).long()
+            table = self.target(self.pattern_inputs())  # [M, 2^n_fast]
+            self._y_block = torch.gather(table, 1, code.to(self.device))
+        else:
+            self._y_block = self.target(self._x_block)
+
+    def pattern_inputs(self) -> torch.Tensor:
+        """Every input of the current slow-bit pattern, fast bits in binary order: ``[M, 2^n_fast, num_inputs]``
+        (5 fast bits: 32 inputs; what the current task can show the learner)."""
+        if self._slow is None:
+            self._draw_block(self.block)
+        n_fast = self.num_inputs - self.num_flipping_bits
+        codes = torch.arange(2 ** n_fast)
+        fast = ((codes[:, None] >> torch.arange(n_fast - 1, -1, -1)) & 1).to(torch.float32)
+        x = torch.cat([self._slow[:, None].expand(-1, len(codes), -1), fast.expand(self.members, -1, -1)], dim=2)
+        return x.to(self.device, self.dtype)
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """The target network on inputs ``[N, num_inputs]`` (shared) or ``[M, N, num_inputs]``; ``-> [M, N]``."""
@@ -265,6 +284,83 @@ class PermutedImages:
         mine = (self.steps_per_task, self.batch_size)
         if (state.get("steps_per_task"), state.get("batch_size")) != mine:
             raise ValueError(f"PermutedImages.load_state_dict: (steps_per_task, batch_size) "
+                             f"{(state.get('steps_per_task'), state.get('batch_size'))} != {mine}")
+        self._gens.set_states(state["generator_states"])
+        self._gens.states_before_block, self._gens.block = self._gens.states(), -1
+        if state["task"] >= 0:
+            self._draw_task(state["task"])
+        self.steps_taken = state["steps_taken"]
+
+
+class RandomLabels:
+    """Random-label memorisation (Kumar et al., "Maintaining plasticity via regenerative regularization"
+    (L2-Init), arXiv 2308.11958, A.1): one fixed image set whose labels are redrawn at random for every
+    task; each task is ``epochs_per_task`` epochs of minibatches over the set, in a fresh order every epoch.
+
+    At a task's start every member draws the task's labels ``[n]`` and then one example order per epoch
+    from its own generator. Images ``[n, ...]`` are flattened to ``[n, P]`` and shared by all members
+    (only labels and orders differ); ``n`` must be a multiple of the batch size (no ragged batches).
+    """
+
+    def __init__(self, images: torch.Tensor, classes: int, seeds: Sequence[int], *, epochs_per_task: int,
+                 batch_size: int):
+        n = images.shape[0]
+        if classes < 2 or epochs_per_task < 1 or not 1 <= batch_size <= n or n % batch_size:
+            raise ValueError(f"RandomLabels: need classes >= 2, epochs_per_task >= 1 and a batch size dividing "
+                             f"n={n}, got {classes}, {epochs_per_task}, {batch_size}")
+        self._gens = _MemberGenerators(seeds, "RandomLabels")
+        self.x, self.classes = images.reshape(n, -1), classes
+        self.epochs_per_task, self.batch_size = epochs_per_task, batch_size
+        self.steps_per_task = epochs_per_task * n // batch_size
+        self.steps_taken = 0
+        self.labels = None  # [M, n]: the labels of the task in memory
+        self.order = None  # [M, epochs_per_task * n]: its example order, epoch after epoch
+
+    @property
+    def members(self) -> int:
+        return len(self._gens.seeds)
+
+    @property
+    def task(self) -> int:
+        """Index of the task the next minibatch belongs to."""
+        return self.steps_taken // self.steps_per_task
+
+    def _draw_task(self, task: int) -> None:
+        self._gens.states_before_block = self._gens.states()
+        n = self.x.shape[0]
+        labels, orders = [], []
+        for g in self._gens.generators:
+            labels.append(torch.randint(self.classes, (n,), generator=g))
+            orders.append(torch.cat([torch.randperm(n, generator=g) for _ in range(self.epochs_per_task)]))
+        self.labels, self.order = torch.stack(labels).to(self.x.device), torch.stack(orders).to(self.x.device)
+        self._gens.block = task
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next minibatch of every member: x ``[M, B, P]``, y ``[M, B]``."""
+        if self.task != self._gens.block:
+            self._draw_task(self.task)
+        start = (self.steps_taken % self.steps_per_task) * self.batch_size
+        idx = self.order[:, start:start + self.batch_size]  # [M, B]
+        self.steps_taken += 1
+        return self.x[idx], torch.gather(self.labels, 1, idx)
+
+    def trained_task(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole image set ``[n, P]`` with the labels ``[M, n]`` of the task served last (before any
+        minibatch: the first task); it draws nothing once a task is in memory."""
+        if self._gens.block < 0:
+            self._draw_task(self.task)
+        return self.x, self.labels
+
+    def state_dict(self) -> dict:
+        return {"seeds": list(self._gens.seeds), "steps_per_task": self.steps_per_task,
+                "batch_size": self.batch_size, "steps_taken": self.steps_taken, "task": self._gens.block,
+                "generator_states": self._gens.states_before_block}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._gens.check_seeds(state, "RandomLabels")
+        mine = (self.steps_per_task, self.batch_size)
+        if (state.get("steps_per_task"), state.get("batch_size")) != mine:
+            raise ValueError(f"RandomLabels.load_state_dict: (steps_per_task, batch_size) "
                              f"{(state.get('steps_per_task'), state.get('batch_size'))} != {mine}")
         self._gens.set_states(state["generator_states"])
         self._gens.states_before_block, self._gens.block = self._gens.states(), -1

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from symexp.components import DataSet
 from symexp.data import TensorData
-from symexp.data.continual import PermutedImages, SlowlyChangingRegression
+from symexp.data.continual import PermutedImages, RandomLabels, SlowlyChangingRegression
 from symexp.errors import ConfigError
 from symexp.schema import Count, Range
 
@@ -32,6 +32,7 @@ class Stream:
     """What the batcher and the evaluation read from a running stream (one per job, M members)."""
 
     per_member_probe = False  # probe inputs [M, n, ...] (each member's own view) rather than [n, ...]
+    probe_is_trained_task = False  # the probe is the training set of the task just trained, with its labels
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next minibatch of every member: x [M, B, ...], y [M, B]."""
@@ -43,6 +44,10 @@ class Stream:
 
     def test(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The test set as the last trained task sees it (x [M, N, ...], y [N]), or None."""
+        return None
+
+    def task_inputs(self) -> torch.Tensor | None:
+        """Every input the task just trained can show the learner ([M, n, ...]), where the probe is not that."""
         return None
 
     def state_dict(self) -> dict:
@@ -62,12 +67,16 @@ class StreamData(TensorData):
 class RegressionStream(Stream):
     def __init__(self, scr: SlowlyChangingRegression, batch_size: int, probe_x: torch.Tensor):
         self.scr, self.batch_size, self.probe_x = scr, batch_size, probe_x
+        self.probe_y = scr.target(probe_x)  # the targets never change: computed once, not at every evaluation
 
     def next(self):
         return self.scr.next(self.batch_size)
 
     def probe(self):
-        return self.probe_x, self.scr.target(self.probe_x)
+        return self.probe_x, self.probe_y
+
+    def task_inputs(self):
+        return self.scr.pattern_inputs()
 
     def state_dict(self):
         return self.scr.state_dict()
@@ -98,6 +107,25 @@ class ImageStream(Stream):
 
     def load_state_dict(self, state):
         self.images.load_state_dict(state)
+
+
+class LabelStream(Stream):
+    probe_is_trained_task = True  # its probe is the image set under the labels just trained
+
+    def __init__(self, tasks: RandomLabels):
+        self.tasks = tasks
+
+    def next(self):
+        return self.tasks.next()
+
+    def probe(self):
+        return self.tasks.trained_task()
+
+    def state_dict(self):
+        return self.tasks.state_dict()
+
+    def load_state_dict(self, state):
+        self.tasks.load_state_dict(state)
 
 
 def member_seeds(seeds: list[int]) -> list[int]:
@@ -182,3 +210,42 @@ class PermutedFashion(DataSet):
 
         return StreamData(x=x, y=imgs.y_train, task="classification", x_test=x_test, y_test=imgs.y_test,
                           classes=tuple(raw.classes), start=start, source=f"{raw.name} (permuted tasks)")
+
+
+@dataclass
+class RandomLabelFashion(DataSet):
+    """Random-label memorisation (after Kumar et al., L2-Init, arXiv 2308.11958, A.1; the scale is ours): the
+    first `n_train` Fashion-MNIST training images, labels redrawn at random for every task, `epochs_per_task`
+    epochs of minibatches a task; images average-pooled by `pool`. Measured on the whole image set under
+    the labels just trained (training accuracy, dead units)."""
+
+    name: Literal["random_label_fashion_mnist"] = "random_label_fashion_mnist"
+    root: Optional[str] = None  # null = /usr/share/datasets/fashion-mnist
+    n_train: Count = 256  # images every task relabels
+    pool: Count = 1  # average-pooling factor of the 28 x 28 images
+    epochs_per_task: Count = 100
+    kind = "images"
+    task = "classification"
+
+    def check(self, parts, c: dict) -> None:
+        if 28 % self.pool:
+            raise ConfigError(f"data.pool: {self.pool} is not allowed; expected a divisor of 28 (1, 2, 4, 7, 14, 28)")
+        _needs_minibatches(self.name, parts)
+        if self.n_train % parts.optim.batch_size:
+            raise ConfigError(f"optim.batch_size: {parts.optim.batch_size} is not allowed with data={self.name}; "
+                              f"expected a divisor of data.n_train ({self.n_train}): every epoch is whole batches")
+
+    def build(self, device: torch.device, dtype: torch.dtype) -> StreamData:
+        from symexp.data.images import load_images
+
+        raw = load_images("fashion_mnist", self.root).subset(self.n_train, 1)
+        x = raw.to(device, dtype).x_train
+        x = F.avg_pool2d(x, self.pool) if self.pool > 1 else x
+        classes, epochs = len(raw.classes), self.epochs_per_task
+
+        def start(seeds: list[int], batch_size: int) -> Stream:
+            return LabelStream(RandomLabels(x, classes, member_seeds(seeds), epochs_per_task=epochs,
+                                            batch_size=batch_size))
+
+        return StreamData(x=x, y=raw.y_train.to(device), task="classification", classes=tuple(raw.classes),
+                          start=start, source=f"{raw.name} (random labels per task)")

@@ -99,6 +99,9 @@ ACC_TRAIN = "acc/train"
 DEAD_UNITS = "plasticity/dead_units"  # units with activation exactly 0 on every probe example (LoP)
 FEATURE_ERANK = "plasticity/erank"  # effective rank of a hidden layer's probe features (LoP)
 WEIGHT_MAGNITUDE = "plasticity/weight_mean_abs"  # mean |W| of a layer's weight (LoP's SCR log)
+ZERO_FRACTION = "plasticity/zero_fraction"  # fraction of units exactly 0 on each training example, window mean (LoP)
+SILENT_TASK = "plasticity/silent_task"  # units exactly 0 on every input of the current task (its pattern, its images)
+NORM_RATIO_MIN, NORM_RATIO_MEAN = "plasticity/norm_ratio_min", "plasticity/norm_ratio_mean"  # |unit| / |unit at init|
 NC1, NC3, NC4 = "collapse/nc1", "collapse/nc3", "collapse/nc4_agreement"
 EQUINORM, MEAN_COS, EQUIANGULARITY, ETF_ERROR = ("collapse/equinorm", "collapse/mean_cos",
                                                  "collapse/equiangularity", "collapse/etf_error")
@@ -108,6 +111,11 @@ POSTERIOR_LOSS_GAP = "posterior/loss_gap"  # the beta-VAE loss minus its closed-
 def zero_plane(tau: float) -> str:
     """Hidden units whose whole vector (in, bias, out) is <= tau x the layer's mean unit norm at init."""
     return f"mirror/zero_plane@{tau:g}"
+
+
+def left_zero_plane(tau: float) -> str:
+    """Units on zero_plane(tau) at the previous evaluation and off it now (Theorem 1: none leave the plane)."""
+    return f"mirror/left_zero_plane@{tau:g}"
 
 
 def duplicates(tol: float) -> str:

@@ -10,6 +10,10 @@ The first three follow shibhansh/loss-of-plasticity (commit 63c35f3):
   * weight magnitude: ``online_expr.py`` logs sum |W| of each layer's weight (biases excluded);
     ``lop/slowly_changing_regression/expr.py`` logs mean |W|.
 
+Also after LoP: the per-example zero fraction (``expr.py``, ``to_log_activation``: the fraction of hidden
+units exactly 0 on the current training example), which symexp accumulates in the train step itself
+(symexp.models.mlp, ``count_zeros``) and :func:`zero_fraction` reads out.
+
 The mirror-plane counts are ours (paper.md 6): they say how many units sit on a symmetric subspace of
 the loss, which is not the same as being dead. A ReLU unit whose bias keeps it below zero on every
 probe input is dead, but its weights are far from the plane {incoming = outgoing = 0}; a unit on that
@@ -30,6 +34,9 @@ __all__ = [
     "duplicate_units",
     "zero_plane_count",
     "duplicate_count",
+    "zero_fraction",
+    "unit_norm_ratio",
+    "left_plane_count",
 ]
 
 
@@ -107,3 +114,27 @@ def duplicate_count(V: torch.Tensor, tol: float = 0.1, dead_tau: float = 0.1) ->
     """:func:`duplicate_units` of unit vectors ``V [M, h, p]`` already assembled."""
     live = V.shape[1] * (1 - dead_fraction(V, tau=dead_tau).double())
     return (live.round() - independent_units(V, tol=tol, dead_tau=dead_tau).double()).to(V.dtype)
+
+
+def zero_fraction(counter: torch.Tensor) -> torch.Tensor:
+    """Mean fraction of a layer's units at exactly 0 per training example, from the train step's counter
+    ``[M, 2]`` = (sum over examples of that fraction, examples); NaN where no example was counted; ``-> [M]``."""
+    if counter.dim() != 2 or counter.shape[1] != 2:
+        raise ValueError(f"counter must be [M, 2] (fraction sum, examples), got {tuple(counter.shape)}")
+    n = counter[:, 1].double()
+    return torch.where(n > 0, counter[:, 0].double() / n.clamp_min(1), torch.full_like(n, float("nan")))
+
+
+def unit_norm_ratio(V: torch.Tensor, V0: torch.Tensor) -> torch.Tensor:
+    """Each unit's norm over its norm at initialisation, ``V, V0 [M, h, p] -> [M, h]``: a continuous
+    distance to the zero plane (0 on it, 1 where it started)."""
+    return torch.linalg.vector_norm(V.double(), dim=-1) / torch.linalg.vector_norm(V0.double(), dim=-1).clamp_min(1e-30)
+
+
+def left_plane_count(V_prev: torch.Tensor, V: torch.Tensor, tau: float, scale: torch.Tensor | float) -> torch.Tensor:
+    """Units within tau * scale of the zero plane in ``V_prev [M, h, p]`` and beyond it in ``V``: by Theorem 1
+    a unit exactly on the plane gets no gradient and, under decay to 0, stays; ``-> [M]``."""
+    ref = torch.as_tensor(scale, dtype=torch.float64, device=V.device).reshape(-1, 1)
+    before = torch.linalg.vector_norm(V_prev.double(), dim=-1) <= tau * ref
+    after = torch.linalg.vector_norm(V.double(), dim=-1) <= tau * ref
+    return (before & ~after).sum(dim=1).to(V.dtype)

@@ -31,12 +31,14 @@ class MLPConfig(Model):
     widths: list[Count] = field(default_factory=lambda: [128, 128])  # hidden layer widths
     activation: Literal["relu", "tanh"] = "relu"
     init: Literal["torch", "kaiming"] = "torch"  # nn.Linear's default | LoP's (Kaiming-uniform, biases 0)
+    count_zeros: bool = False  # count hidden units exactly 0 on each training example (LoP's per-example measure)
     reads = ("images",)
 
     def build(self, data) -> nn.Module:
         scalar = data.task == "regression"
         n_out = 1 if scalar else len(data.classes)
-        return MLP(data.x[0].numel(), self.widths, n_out, self.activation, init=self.init, scalar_output=scalar)
+        return MLP(data.x[0].numel(), self.widths, n_out, self.activation, init=self.init, scalar_output=scalar,
+                   count_zeros=self.count_zeros)
 
 
 @dataclass
@@ -51,12 +53,15 @@ class FFNNConfig(MLPConfig):
 
 class MLP(nn.Module):
     def __init__(self, in_features: int, widths: list[int], n_out: int, activation: str,
-                 init: str = "torch", scalar_output: bool = False):
+                 init: str = "torch", scalar_output: bool = False, count_zeros: bool = False):
         super().__init__()
         self.act, self.activation, self.init, self.scalar_output = ACTIVATIONS[activation], activation, init, scalar_output
         dims = [in_features, *widths, n_out]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.probes = {f"hidden{i + 1}": ("units",) for i in range(len(widths))}
+        if count_zeros:  # [sum over training examples of the fraction of units at 0, examples]: see zero_counts
+            for name in self.probes:
+                self.register_buffer(f"zeros_{name}", torch.zeros(2))
         if init != "torch":
             self.reset_parameters()
 
@@ -73,9 +78,13 @@ class MLP(nn.Module):
         """Outputs ([N, n_out] logits, or [N] with scalar_output); with features=True also the last hidden
         layer's activations; with hidden=True every hidden layer's activations (a list) instead."""
         h, acts = x.flatten(1), []
-        for layer in self.layers[:-1]:
+        for name, layer in zip(self.probes, self.layers[:-1]):
             h = self.act(layer(h))
             acts.append(h)
+            counter = getattr(self, f"zeros_{name}", None)
+            if counter is not None and self.training:  # the train step's own forward: no extra pass
+                zero = (h.detach() == 0).to(counter.dtype).mean(-1)  # [N]: fraction of units at 0, per example
+                counter.add_(torch.stack([zero.sum(), torch.ones_like(zero).sum()]))
         out = self.layers[-1](h)
         out = out[:, 0] if self.scalar_output else out
         if hidden:
