@@ -91,3 +91,22 @@ def test_exposure_and_the_reports_decay_table(tmp_path):
     # eta_eff = 0.01 / (1 - 0.5) * 1/2 (cosine's mean) = 0.01: wd 1e-3 -> 0.02, wd 0.1 -> 2 (wd 0 is not listed)
     assert "| toy | sgd lr 0.01, momentum 0.5, cosine schedule | 2000 | 0.01 | 0.001: 0.02, 0.1: 2 |" in text
     assert "| adam |" in text and "no single decay rate" in text
+
+
+def test_posterior_rows_rest_on_collapse_and_convergence():
+    """Every posterior-collapse row is undecided when the plain arm shows no collapsed latent, or has not
+    converged to the closed-form optimum; decided when both premises hold."""
+    from symexp.claims import posterior_collapse as pc
+    from symexp.metrics import names
+
+    def table(active: float, gap: float) -> pd.DataFrame:
+        return pd.DataFrame([dict(experiment=pc.EXPERIMENT, job="none", member=0, seed=0, step=50, breaking="none",
+                                  weight_decay=0.0, layer=names.beta_layer(1.0), metric=metric, value=v)
+                             for metric, v in ((pc.ACTIVE, active), (pc.PREDICTED, active),
+                                               (names.POSTERIOR_LOSS_GAP, gap))])
+    decided = by_check(evaluate(pc.CHECKS, table(3.0, 0.0), "posterior_collapse"))
+    assert decided["collapse_present"]["passed"] is True and decided["staircase"]["passed"] is True
+    no_collapse = by_check(evaluate(pc.CHECKS, table(pc.LATENTS, 0.0), "posterior_collapse"))
+    assert no_collapse["collapse_present"]["passed"] is False and no_collapse["staircase"]["passed"] == UNDECIDED
+    unconverged = by_check(evaluate(pc.CHECKS, table(3.0, 0.5), "posterior_collapse"))
+    assert unconverged["converged"]["kind"] == "premise" and unconverged["staircase"]["passed"] == UNDECIDED
