@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from symexp import experiments, optim
 from symexp.claims import KINDS, UNDECIDED, exposure, outcome
@@ -178,6 +178,53 @@ def decay_section(results: Path, scale: str, experiment_names: list[str]) -> str
             + md_table(list(rows.values()), ["experiment", "optimiser", "T (steps)", "η_eff", "wd: η_eff·wd·T"]))
 
 
+def scaled_overrides(path: Path) -> dict:
+    """The dotted keys a configs/scaled/<experiment>_<scale>.yaml sets (other scaled files it extends first;
+    `override /group: option` entries of its defaults as `group`)."""
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    out = {}
+    for entry in raw.pop("defaults", []):
+        if isinstance(entry, str):
+            out.update(scaled_overrides(path.parent / f"{entry}.yaml"))
+        else:
+            out.update({k.split("/")[-1]: v for k, v in entry.items()})
+    raw.pop("hydra", None)
+
+    def leaves(d: dict, prefix: str = ""):
+        for k, v in d.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+    return {**out, **dict(leaves(raw))}
+
+
+def scale_section(results: Path, scale: str, experiment_names: list[str], configs: Path = experiments.CONFIGS,
+                  other: str = "paper") -> str:
+    """Each experiment that ran smaller here than at `other` scale: the keys its configs/scaled file sets whose
+    value differs in this run's resolved config (a list by its length)."""
+    show = lambda v: (f"{len(v)} value" + "s" * (len(v) != 1)) if isinstance(v, list) else f"{v}"  # noqa: E731
+    rows = []
+    for exp in experiment_names:
+        scaled = configs / "scaled" / f"{exp}_{other}.yaml"
+        job = next((c for c in sorted((results / "runs" / scale / exp).rglob("config.yaml"))
+                    if ".hydra" not in c.parts), None)
+        if scale == other or job is None or not scaled.exists():
+            continue
+        here = OmegaConf.load(job)
+        group = lambda k: here.get(k, {}).get("name") if isinstance(here.get(k), DictConfig) else None  # noqa: E731
+        diffs = []
+        for key, theirs in scaled_overrides(scaled).items():
+            mine = OmegaConf.select(here, key) if "." in key or key not in ("data", "model", "optim") else group(key)
+            mine = OmegaConf.to_container(mine) if isinstance(mine, (DictConfig, ListConfig)) else mine
+            if mine != theirs:
+                diffs.append(f"`{key}` {show(mine)} ({other}: {show(theirs)})")
+        if diffs:
+            rows.append([exp, "; ".join(diffs)])
+    if not rows:
+        return ""
+    return (f"## Smaller than SCALE={other}\n\nThe experiments that ran here with less than their `{other}`-scale "
+            f"protocol (configs/scaled/<experiment>_{other}.yaml), key by key:\n\n"
+            + md_table(rows, ["experiment", f"this run ({other} scale)"]))
+
+
 def experiment_times(jobs: pd.DataFrame) -> str:
     """Per experiment: its jobs, their seconds summed and the longest, the share of that time spent
     measuring (evaluations, rows, the wandb mirror, checkpoints; each job's status.json `measure_s`) and
@@ -216,7 +263,8 @@ def build(results: Path, scale: str, jobs: pd.DataFrame, total_s: float, command
             *[[k, v] for k, v in (facts or {}).items()],
             *[[k, v] for k, v in versions().items()]], ["", ""]) + "\n\n" + per_exp,
         "## Claims (results/claims.csv)\n\n" + claims_section(ledger) + (f"\n\n{reference}" if reference else ""),
-        decay_section(results, scale, [exp for table in registry.tables.values() for exp in table.experiments]),
+        decay_section(results, scale, names := [exp for table in registry.tables.values() for exp in table.experiments]),
+        scale_section(results, scale, names),
         "## Figures\n\n" + "\n\n".join(
             f"### {name}\n\n![{name}](figures/{name}.png)" for name, table in registry.tables.items()
             if table.plot and (results / "figures" / f"{name}.png").exists()),

@@ -74,3 +74,19 @@ def test_report_says_how_the_jobs_ran_and_what_was_cached(tmp_path, monkeypatch)
     text = report.build(tmp_path, "quick", jobs, 1.0, "make reproduce", facts={"jobs": "2 worker process(es)"})
     assert "| jobs | 2 worker process(es) |" in text
     assert "| dcs | 2 | 40 | 30 | 5.0 % | 5.0 % |" in text and "| transformer | 1 | 60 | 60 | - | - |" in text
+
+
+def test_report_says_which_experiments_ran_smaller_than_paper_scale(tmp_path):
+    """Keys of configs/scaled/<exp>_paper.yaml (and the scaled files it extends) whose value differs in the run."""
+    configs = tmp_path / "configs"
+    write_text(configs / "scaled" / "base_paper.yaml", "# @package _global_\ntrain: {steps: 1000}\n")
+    write_text(configs / "scaled" / "toy_paper.yaml", "# @package _global_\ndefaults:\n  - base_paper\n"
+                                                      "ensemble: {seeds: [0, 1, 2], lrs: [0.1]}\n")
+    write_text(configs / "scaled" / "same_paper.yaml", "# @package _global_\ntrain: {steps: 10}\n")
+    for exp in ("toy", "same"):
+        write_text(tmp_path / "runs" / "quick" / exp / "j" / "config.yaml",
+                   "train: {steps: 10}\nensemble: {seeds: [0], lrs: [0.1]}\n")
+    text = report.scale_section(tmp_path, "quick", ["toy", "same", "unrun"], configs=configs)
+    assert "| toy | `train.steps` 10 (paper: 1000); `ensemble.seeds` 1 value (paper: 3 values) |" in text
+    assert "| same |" not in text and "unrun" not in text
+    assert report.scale_section(tmp_path, "paper", ["toy"], configs=configs) == ""
