@@ -2,7 +2,7 @@
 symmetries favour low-rank, homogeneous penultimate features: class-mean collapse (NC1 falls with weight
 decay) and a feature rank that falls towards C - 1. Removing the symmetry (syre) is measured beside it.
 
-All values are seed means at the last step, on the training features (symexp.collapse_eval). Every
+All values are seed means at the last step, on the training features (symexp.evaluation.neural_collapse). Every
 threshold was fixed before the first full quick run (from the protocol note) and is disclosed as such.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from symexp.claims import Check, final, has, select
-from symexp.collapse_eval import FEATURE_RANK_TAU as RANK_TAU
+from symexp.evaluation.neural_collapse import FEATURE_RANK_TAU as RANK_TAU
 from symexp.metrics import names
 
 EXPERIMENT = "neural_collapse"
