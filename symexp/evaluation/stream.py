@@ -40,11 +40,30 @@ def stream_results(ens: Ensemble, state: State, data: StreamData, batcher, mcfg:
         out.append(("", names.LOSS_TEST, F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
                     .view(y.shape).mean(1)))
         out.append(("", names.ACC_TEST, (logits.argmax(-1) == y).double().mean(1)))
-    px, py = batcher.stream.probe()
-    pred, acts = member_forward(ens, state, px, per_member=batcher.stream.per_member_probe, hidden=True)
+    stream = batcher.stream
+    px, py = stream.probe()
+    pred, acts = member_forward(ens, state, px, per_member=stream.per_member_probe, hidden=True)
     if data.task == "regression":
         out.append(("", names.LOSS_PROBE, (pred - py).pow(2).mean(1)))
+    if stream.probe_is_trained_task:  # the labels just trained: how well the task was memorised
+        out.append(("", names.ACC_TRAIN, (pred.argmax(-1) == py).double().mean(1)))
+    task_x = stream.task_inputs()
+    if task_x is not None:  # units silent on everything the current task shows (LoP's dead units are on the probe)
+        task_acts = member_forward(ens, state, task_x, per_member=True, hidden=True)[1]
+        out += [(layer, names.SILENT_TASK, plasticity.dead_units(a)) for layer, a in zip(ens.model.probes, task_acts)]
+    out += zero_fraction_results(state)
     return out + hidden_unit_results(ens, state, acts, mcfg)
+
+
+def zero_fraction_results(state: State) -> list:
+    """Per hidden layer whose model counts zeros in its train step (symexp.models.mlp count_zeros): the
+    window's mean fraction of units exactly 0 on the training example; the counters restart."""
+    out = []
+    for key, counter in state.buffers.items():
+        if key.startswith("zeros_") and bool((counter[:, 1] > 0).any()):
+            out.append((key.removeprefix("zeros_"), names.ZERO_FRACTION, plasticity.zero_fraction(counter)))
+            counter.zero_()  # in place: the train step holds this tensor
+    return out
 
 
 def hidden_unit_results(ens: Ensemble, state: State, acts: list[torch.Tensor], mcfg: dict) -> list:
@@ -55,6 +74,7 @@ def hidden_unit_results(ens: Ensemble, state: State, acts: list[torch.Tensor], m
     views = ens.model.probe_views(theta) if hasattr(ens.model, "probe_views") else {}
     init_views = ens.model.probe_views(ens.effective(ens.raw0, ens.fixed)) if views else {}
     out = []
+    prev_views = ens.model.probe_views(state.last_eval) if views and state.last_eval else {}
     for layer, act in zip(layers, acts):
         out += [(layer, names.DEAD_UNITS, plasticity.dead_units(act)),
                 (layer, names.FEATURE_ERANK, plasticity.feature_effective_rank(act))]
@@ -62,6 +82,12 @@ def hidden_unit_results(ens: Ensemble, state: State, acts: list[torch.Tensor], m
             scale = torch.linalg.vector_norm(init_views[layer].double(), dim=-1).mean(1)  # [M]
             out += [(layer, names.zero_plane(tau), plasticity.zero_plane_count(views[layer], tau, scale))
                     for tau in ZERO_PLANE_TAUS]
+            ratio = plasticity.unit_norm_ratio(views[layer], init_views[layer])
+            out += [(layer, names.NORM_RATIO_MIN, ratio.amin(1)), (layer, names.NORM_RATIO_MEAN, ratio.mean(1))]
+            if layer in prev_views:
+                tau = ZERO_PLANE_TAUS[0]
+                out.append((layer, names.left_zero_plane(tau),
+                            plasticity.left_plane_count(prev_views[layer], views[layer], tau, scale)))
             out.append((layer, names.duplicates(mcfg["unit_tol"]),
                         plasticity.duplicate_count(views[layer], mcfg["unit_tol"], mcfg["dead_tau"])))
     out += [(k, names.WEIGHT_MAGNITUDE, plasticity.weight_magnitude(w, "mean"))
