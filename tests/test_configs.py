@@ -32,6 +32,7 @@ PARTNERS = {("model", "transformer"): ["data=text"], ("data", "text"): ["model=t
             ("model", "linear_vae"): ["data=gaussian_spectrum"], ("data", "gaussian_spectrum"): ["model=linear_vae"],
             ("data", "balanced_fashion_mnist"): ["model=mlp"],
             ("data", "permuted_fashion_mnist"): ["model=mlp", "optim=sgd"],
+            ("data", "random_label_fashion_mnist"): ["model=mlp", "optim=sgd"],
             ("data", "slowly_changing_regression"): ["optim=sgd"]}
 
 
