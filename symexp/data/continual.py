@@ -188,7 +188,51 @@ class SlowlyChangingRegression:
         self.examples_seen = state["examples_seen"]
 
 
-class PermutedImages:
+class _Tasks:
+    """Tasks of ``steps_per_task`` minibatches of ``batch_size`` each, drawn a task at a time by ``_draw_task``
+    from each member's generator (PermutedImages, RandomLabels): the task index and the resumable state."""
+
+    def __init__(self, seeds: Sequence[int], steps_per_task: int, batch_size: int):
+        self._gens = _MemberGenerators(seeds, type(self).__name__)
+        self.steps_per_task, self.batch_size = steps_per_task, batch_size
+        self.steps_taken = 0
+
+    @property
+    def members(self) -> int:
+        return len(self._gens.seeds)
+
+    @property
+    def task(self) -> int:
+        """Index of the task the next minibatch belongs to."""
+        return self.steps_taken // self.steps_per_task
+
+    def _draw_task(self, task: int) -> None:
+        raise NotImplementedError
+
+    def _current(self) -> None:
+        if self.task != self._gens.block:
+            self._draw_task(self.task)
+
+    def state_dict(self) -> dict:
+        return {"seeds": list(self._gens.seeds), "steps_per_task": self.steps_per_task,
+                "batch_size": self.batch_size, "steps_taken": self.steps_taken, "task": self._gens.block,
+                "generator_states": self._gens.states_before_block}
+
+    def load_state_dict(self, state: dict) -> None:
+        kind = type(self).__name__
+        self._gens.check_seeds(state, kind)
+        mine = (self.steps_per_task, self.batch_size)
+        if (state.get("steps_per_task"), state.get("batch_size")) != mine:
+            raise ValueError(f"{kind}.load_state_dict: (steps_per_task, batch_size) "
+                             f"{(state.get('steps_per_task'), state.get('batch_size'))} != {mine}")
+        self._gens.set_states(state["generator_states"])
+        self._gens.states_before_block, self._gens.block = self._gens.states(), -1
+        if state["task"] >= 0:
+            self._draw_task(state["task"])
+        self.steps_taken = state["steps_taken"]
+
+
+class PermutedImages(_Tasks):
     """Permuted-image tasks (Permuted MNIST, ``lop/permuted_mnist/online_expr.py``) over a given image set.
 
     Task t lasts ``steps_per_task`` minibatches of ``batch_size``; at its start every member draws a
@@ -209,21 +253,10 @@ class PermutedImages:
         if steps_per_task < 1 or not 1 <= batch_size <= n:
             raise ValueError(f"PermutedImages: need steps_per_task >= 1 and 1 <= batch_size <= n={n}, "
                              f"got {steps_per_task}, {batch_size}")
-        self._gens = _MemberGenerators(seeds, "PermutedImages")
+        super().__init__(seeds, steps_per_task, batch_size)
         self.x, self.y = images.reshape(n, -1), labels.to(images.device)
-        self.steps_per_task, self.batch_size = steps_per_task, batch_size
-        self.steps_taken = 0
         self.pixel_perm = None  # [M, P]: pixel j of task t is original pixel pixel_perm[m, j]
         self.order = None  # [M, n]: the example order of the task
-
-    @property
-    def members(self) -> int:
-        return len(self._gens.seeds)
-
-    @property
-    def task(self) -> int:
-        """Index of the task the next minibatch belongs to."""
-        return self.steps_taken // self.steps_per_task
 
     def _draw_task(self, task: int) -> None:
         self._gens.states_before_block = self._gens.states()
@@ -232,10 +265,6 @@ class PermutedImages:
         self.pixel_perm = torch.stack([d[0] for d in draws]).to(self.x.device)
         self.order = torch.stack([d[1] for d in draws]).to(self.x.device)
         self._gens.block = task
-
-    def _current(self) -> None:
-        if self.task != self._gens.block:
-            self._draw_task(self.task)
 
     def permute(self, images: torch.Tensor) -> torch.Tensor:
         """The current task's view of images ``[N, ...]`` (e.g. a test set) for every member; ``-> [M, N, P]``."""
@@ -274,25 +303,8 @@ class PermutedImages:
         self._current()
         return self._examples(torch.arange(min(n, self.x.shape[0]), device=self.x.device))
 
-    def state_dict(self) -> dict:
-        return {"seeds": list(self._gens.seeds), "steps_per_task": self.steps_per_task,
-                "batch_size": self.batch_size, "steps_taken": self.steps_taken, "task": self._gens.block,
-                "generator_states": self._gens.states_before_block}
 
-    def load_state_dict(self, state: dict) -> None:
-        self._gens.check_seeds(state, "PermutedImages")
-        mine = (self.steps_per_task, self.batch_size)
-        if (state.get("steps_per_task"), state.get("batch_size")) != mine:
-            raise ValueError(f"PermutedImages.load_state_dict: (steps_per_task, batch_size) "
-                             f"{(state.get('steps_per_task'), state.get('batch_size'))} != {mine}")
-        self._gens.set_states(state["generator_states"])
-        self._gens.states_before_block, self._gens.block = self._gens.states(), -1
-        if state["task"] >= 0:
-            self._draw_task(state["task"])
-        self.steps_taken = state["steps_taken"]
-
-
-class RandomLabels:
+class RandomLabels(_Tasks):
     """Random-label memorisation (Kumar et al., "Maintaining plasticity via regenerative regularization"
     (L2-Init), arXiv 2308.11958, A.1): one fixed image set whose labels are redrawn at random for every
     task; each task is ``epochs_per_task`` epochs of minibatches over the set, in a fresh order every epoch.
@@ -308,22 +320,10 @@ class RandomLabels:
         if classes < 2 or epochs_per_task < 1 or not 1 <= batch_size <= n or n % batch_size:
             raise ValueError(f"RandomLabels: need classes >= 2, epochs_per_task >= 1 and a batch size dividing "
                              f"n={n}, got {classes}, {epochs_per_task}, {batch_size}")
-        self._gens = _MemberGenerators(seeds, "RandomLabels")
-        self.x, self.classes = images.reshape(n, -1), classes
-        self.epochs_per_task, self.batch_size = epochs_per_task, batch_size
-        self.steps_per_task = epochs_per_task * n // batch_size
-        self.steps_taken = 0
+        super().__init__(seeds, epochs_per_task * n // batch_size, batch_size)
+        self.x, self.classes, self.epochs_per_task = images.reshape(n, -1), classes, epochs_per_task
         self.labels = None  # [M, n]: the labels of the task in memory
         self.order = None  # [M, epochs_per_task * n]: its example order, epoch after epoch
-
-    @property
-    def members(self) -> int:
-        return len(self._gens.seeds)
-
-    @property
-    def task(self) -> int:
-        """Index of the task the next minibatch belongs to."""
-        return self.steps_taken // self.steps_per_task
 
     def _draw_task(self, task: int) -> None:
         self._gens.states_before_block = self._gens.states()
@@ -337,8 +337,7 @@ class RandomLabels:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next minibatch of every member: x ``[M, B, P]``, y ``[M, B]``."""
-        if self.task != self._gens.block:
-            self._draw_task(self.task)
+        self._current()
         start = (self.steps_taken % self.steps_per_task) * self.batch_size
         idx = self.order[:, start:start + self.batch_size]  # [M, B]
         self.steps_taken += 1
@@ -350,20 +349,3 @@ class RandomLabels:
         if self._gens.block < 0:
             self._draw_task(self.task)
         return self.x, self.labels
-
-    def state_dict(self) -> dict:
-        return {"seeds": list(self._gens.seeds), "steps_per_task": self.steps_per_task,
-                "batch_size": self.batch_size, "steps_taken": self.steps_taken, "task": self._gens.block,
-                "generator_states": self._gens.states_before_block}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._gens.check_seeds(state, "RandomLabels")
-        mine = (self.steps_per_task, self.batch_size)
-        if (state.get("steps_per_task"), state.get("batch_size")) != mine:
-            raise ValueError(f"RandomLabels.load_state_dict: (steps_per_task, batch_size) "
-                             f"{(state.get('steps_per_task'), state.get('batch_size'))} != {mine}")
-        self._gens.set_states(state["generator_states"])
-        self._gens.states_before_block, self._gens.block = self._gens.states(), -1
-        if state["task"] >= 0:
-            self._draw_task(state["task"])
-        self.steps_taken = state["steps_taken"]
