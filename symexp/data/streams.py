@@ -31,6 +31,7 @@ STREAM_OFFSET = 5_000_011
 class Stream:
     """What the batcher and the evaluation read from a running stream (one per job, M members)."""
 
+    source = None  # the generator of the members' tasks (symexp.data.continual): its state is the stream's
     per_member_probe = False  # probe inputs [M, n, ...] (each member's own view) rather than [n, ...]
     probe_is_trained_task = False  # the probe is the training set of the task just trained, with its labels
 
@@ -51,10 +52,10 @@ class Stream:
         return None
 
     def state_dict(self) -> dict:
-        raise NotImplementedError
+        return self.source.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        raise NotImplementedError
+        self.source.load_state_dict(state)
 
 
 @dataclass
@@ -66,66 +67,48 @@ class StreamData(TensorData):
 
 class RegressionStream(Stream):
     def __init__(self, scr: SlowlyChangingRegression, batch_size: int, probe_x: torch.Tensor):
-        self.scr, self.batch_size, self.probe_x = scr, batch_size, probe_x
+        self.source, self.batch_size, self.probe_x = scr, batch_size, probe_x
         self.probe_y = scr.target(probe_x)  # the targets never change: computed once, not at every evaluation
 
     def next(self):
-        return self.scr.next(self.batch_size)
+        return self.source.next(self.batch_size)
 
     def probe(self):
         return self.probe_x, self.probe_y
 
     def task_inputs(self):
-        return self.scr.pattern_inputs()
-
-    def state_dict(self):
-        return self.scr.state_dict()
-
-    def load_state_dict(self, state):
-        self.scr.load_state_dict(state)
+        return self.source.pattern_inputs()
 
 
 class ImageStream(Stream):
     per_member_probe = True  # each member sees the images through its own permutation
 
     def __init__(self, images: PermutedImages, probe_examples: int, x_test, y_test):
-        self.images, self.probe_examples, self.x_test, self.y_test = images, probe_examples, x_test, y_test
+        self.source, self.probe_examples, self.x_test, self.y_test = images, probe_examples, x_test, y_test
 
     def next(self):
-        return self.images.next()
+        return self.source.next()
 
     def probe(self):
         """The first examples of the current task; at a task boundary, of the task about to start (where
         LoP measures dead units)."""
-        return self.images.probe(self.probe_examples)
+        return self.source.probe(self.probe_examples)
 
     def test(self):
-        return self.images.trained_view(self.x_test), self.y_test
-
-    def state_dict(self):
-        return self.images.state_dict()
-
-    def load_state_dict(self, state):
-        self.images.load_state_dict(state)
+        return self.source.trained_view(self.x_test), self.y_test
 
 
 class LabelStream(Stream):
     probe_is_trained_task = True  # its probe is the image set under the labels just trained
 
     def __init__(self, tasks: RandomLabels):
-        self.tasks = tasks
+        self.source = tasks
 
     def next(self):
-        return self.tasks.next()
+        return self.source.next()
 
     def probe(self):
-        return self.tasks.trained_task()
-
-    def state_dict(self):
-        return self.tasks.state_dict()
-
-    def load_state_dict(self, state):
-        self.tasks.load_state_dict(state)
+        return self.source.trained_task()
 
 
 def member_seeds(seeds: list[int]) -> list[int]:
