@@ -1,9 +1,13 @@
 """What is measured on a stream of tasks (symexp.data.streams), the continual-learning experiments of
 loss of plasticity: the online loss of the window, the error on the probe set or the loss and accuracy
-on the test set as the last trained task sees it, and per hidden layer: dead units and feature
-effective rank on the probe set (as loss-of-plasticity computes them), mean |W| per layer, and, apart
-from dead units, the units on a mirror plane: the zero plane (the whole unit vector in, bias, out
-<= tau x the layer's mean unit norm at init) and duplicates (the permutation plane).
+on the test set as the last trained task sees it (random labels: the training accuracy on the set under
+the labels just trained), and per hidden layer: dead units and feature effective rank on the probe set
+(as loss-of-plasticity computes them), units silent on every input of the current task (slowly-changing
+regression: the 32 inputs of its slow-bit pattern), LoP's per-example zero fraction of the window (counted
+by the train step itself), each unit's norm over its norm at init, mean |W| per layer, and, apart from dead
+units, the units on a mirror plane: the zero plane (the whole unit vector in, bias, out <= tau x the layer's
+mean unit norm at init), the units that left it since the last evaluation, and duplicates (the
+permutation plane).
 """
 from __future__ import annotations
 
