@@ -240,8 +240,8 @@ def test_plasticity_claims_measure_the_windows_and_the_planes():
     assert ledger["LP5", "scr/syre@0.001/keeps"]["rests_on"] == "LP0/scr_error_rise"
     assert ledger["LP5", "scr/syre@0.001/keeps"]["passed"] and ledger["LP5", "scr/syre_vs_L2@0.001"]["passed"]
     assert ledger["LP2", "scr/L2@3e-05/no_plane"] is None  # an arm the table does not hold is left out
-    assert "eta*wd*T = 0.001; at the end: dead units 1.00, silent on the task 2.00, zero-plane 3.00" in \
-        ledger["LP2", "scr/L2@0.001/plane"]["statement"]
+    assert ("eta*wd*T = 0.001; at the end (seed means, all hidden layers): dead units 1.00, silent on the task 2.00, "
+            "zero-plane 3.00") in ledger["LP2", "scr/L2@0.001/plane"]["statement"]
 
 
 def test_neural_collapse_and_posterior_claims_read_their_tables():

@@ -57,7 +57,8 @@ def test_a_unit_on_the_zero_plane_stays_there_and_leaves_it_under_syre():
     assert not before[:, 0].any()
     after = train(ens, state)
     assert after[:, 0].any(dim=-1).all()
-    scale = torch.linalg.vector_norm(ens.model.probe_views(ens.effective(ens.raw0, ens.fixed))["hidden1"], dim=-1).mean(1)
+    init = ens.model.probe_views(ens.effective(ens.raw0, ens.fixed))["hidden1"]
+    scale = torch.linalg.vector_norm(init, dim=-1).mean(1)
     assert lp.left_plane_count(before, after, 1e-6, scale).tolist() == [1.0, 1.0]
 
 

@@ -154,9 +154,9 @@ def describe(table: pd.DataFrame, experiment: str, breaking: str, wd: float) -> 
     t = cell(table, experiment, breaking, wd)
     last = lambda metric: per_member(t, metric, layer=None).mean(axis=1).iloc[-1]  # noqa: E731
     silent = f", silent on the task {last(names.SILENT_TASK):.2f}" if (t.metric == names.SILENT_TASK).any() else ""
-    return (f"eta*wd*T = {arm_exposure(table, experiment, wd):.3g}; at the end: dead units {last(names.DEAD_UNITS):.2f}"
-            f"{silent}, zero-plane {last(ZERO_PLANE):.2f} (within {ZERO_PLANE_TAUS[1]:g} of init: "
-            f"{last(names.zero_plane(ZERO_PLANE_TAUS[1])):.2f})")
+    return (f"eta*wd*T = {arm_exposure(table, experiment, wd):.3g}; at the end (seed means, all hidden layers): "
+            f"dead units {last(names.DEAD_UNITS):.2f}{silent}, zero-plane {last(ZERO_PLANE):.2f} "
+            f"(within {ZERO_PLANE_TAUS[1]:g} of init: {last(names.zero_plane(ZERO_PLANE_TAUS[1])):.2f})")
 
 
 def _plasticity(experiment: str, breaking: str, wd: float) -> tuple:
@@ -172,8 +172,8 @@ def _experiment_checks(experiment: str, claim: str, tag: str, wds: tuple[float, 
     arm = lambda brk, wd: has(experiment, breaking=brk, weight_decay=wd)  # noqa: E731
     detail = lambda brk, wd: (lambda t: describe(t, experiment, brk, wd))  # noqa: E731
     checks = [
-        Check(f"{claim}2", f"{tag}/L2@{low:g}/no_plane", "paper", f"{tag}, L2 at wd {low:g} (exposure <= 0.3): seed-mean "
-              "zero-plane units at the end (decay has not acted: none)" + FIXED,
+        Check(f"{claim}2", f"{tag}/L2@{low:g}/no_plane", "paper", f"{tag}, L2 at wd {low:g} (exposure <= 0.3): "
+              "seed-mean zero-plane units at the end (decay has not acted: none)" + FIXED,
               lambda t: plane_units(t, experiment, "none", low), 0.0, "<=", arm("none", low), detail("none", low)),
         Check(f"{claim}2", f"{tag}/L2@{high:g}/plane", "paper", f"{tag}, L2 at wd {high:g} (exposure >= 10): seed-mean "
               "zero-plane units at the end (decay to 0 puts units on the plane)" + FIXED,
@@ -195,11 +195,11 @@ def _experiment_checks(experiment: str, claim: str, tag: str, wds: tuple[float, 
         Check(f"{claim}5", f"{tag}/syre@{high:g}/keeps", "paper", f"{tag}, syre at wd {high:g}: {what} (removing the "
               "symmetry keeps plasticity)" + FIXED, measure, thr, op, arm("syre", high), detail("syre", high), premise),
         Check(f"{claim}5", f"{tag}/syre_vs_L2@{high:g}", "paper", f"{tag}, wd {high:g}: syre's {what} against L2's, "
-              "signed so that > 0 is syre keeping more plasticity (at >= 0 it does no worse)" + FIXED, better, 0.0, ">=",
-              arm("syre", high), detail("none", high), premise),
-        Check(f"{claim}6", f"{tag}/L2@{high:g}/plane_vs_loss", "informational", f"{tag}, L2 at wd {high:g}: Spearman rho "
-              "of zero-plane units and lost plasticity over members and evaluations (our reading of 'plasticity falls "
-              "with their number'; NaN when the count never changes)" + FIXED,
+              "signed so that > 0 is syre keeping more plasticity (at >= 0 it does no worse)" + FIXED, better, 0.0,
+              ">=", arm("syre", high), detail("none", high), premise),
+        Check(f"{claim}6", f"{tag}/L2@{high:g}/plane_vs_loss", "informational", f"{tag}, L2 at wd {high:g}: "
+              "Spearman rho of zero-plane units and lost plasticity over members and evaluations (our reading of "
+              "'plasticity falls with their number'; NaN when the count never changes)" + FIXED,
               lambda t: plane_vs_plasticity(t, experiment, high), TRACKS, ">=", arm("none", high), None, premise),
     ]
     return checks
@@ -219,7 +219,8 @@ def _checks() -> list[Check]:
               (PREMISE[SCR],)),
         Check("RL0", "accuracy_drop", "premise", "RL, plain backprop: best end-of-task training accuracy of tasks 2-5 "
               "minus the mean of the last 5 tasks (loss of plasticity)" + FIXED,
-              lambda t: -accuracy_change(t, "none", 0.0), ACC_DROP, ">=", plain_rl, lambda t: describe(t, RL, "none", 0.0)),
+              lambda t: -accuracy_change(t, "none", 0.0), ACC_DROP, ">=", plain_rl,
+              lambda t: describe(t, RL, "none", 0.0)),
     ]
     for metric, layer, op, thr, what in (
             (names.ZERO_FRACTION, "hidden1", ">=", TRACKS, "LoP's per-example zero fraction"),
@@ -229,7 +230,8 @@ def _checks() -> list[Check]:
              "the zero plane)"),
             (names.WEIGHT_MAGNITUDE, "layers.0.weight", ">=", TRACKS, "mean |W| of the hidden layer")):
         checks.append(Check("LP7", f"scr/tracks/{metric.split('/')[-1]}", "informational", f"SCR, plain backprop: "
-                            f"Spearman rho of window error and {what}, over members and windows (NaN: constant)" + FIXED,
+                            f"Spearman rho of window error and {what}, over members and windows (NaN: constant)"
+                            + FIXED,
                             lambda t, m=metric, lay=layer: error_tracking(t, m, lay), thr, op, plain_scr,
                             rests_on=(PREMISE[SCR],)))
     return checks + _experiment_checks(SCR, "LP", "scr", SCR_WDS) + _experiment_checks(RL, "RL", "rl", RL_WDS)
