@@ -24,6 +24,7 @@ from symexp.metrics import names  # noqa: E402
 from symexp.plots import save  # noqa: E402
 
 COLORS = {"plain": "k", "L2": "C3", "syre": "C0", "L2-Init": "C2"}
+MARKERS = {"L2": "o", "syre": "s", "L2-Init": "^"}  # open markers: arms that overlap (at 0) stay visible
 
 
 def arms(table: pd.DataFrame, experiment: str) -> list[tuple[str, str, float, float]]:
@@ -72,7 +73,7 @@ def _planes_vs_exposure(ax, table, experiment, title):
                 per_member(cell(table, experiment, brk, wd), ZERO_PLANE, layer=None).mean(axis=1).iloc[-1])
                for wd in sorted(t[(t.breaking == brk) & (t.weight_decay > 0)].weight_decay.unique())]
         if pts:
-            ax.plot(*zip(*pts), "o-", color=COLORS[arm], label=arm)
+            ax.plot(*zip(*pts), marker=MARKERS[arm], fillstyle="none", ms=9, color=COLORS[arm], label=arm)
     ax.set(xscale="log", xlabel="eta * wd * T", ylabel="zero-plane units at the end (seed mean)", title=title)
     ax.legend(fontsize=6)
 
