@@ -201,7 +201,7 @@ def test_balanced_subset_and_neural_collapse_rows(make_cfg, tmp_path):
 
 # ---- claims on planted tables ------------------------------------------------------------------
 
-def planted_plasticity(errors: dict, planes: dict, steps=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100)) -> pd.DataFrame:
+def planted_plasticity(errors: dict, planes: dict, steps=tuple(range(100_000, 1_000_001, 100_000))) -> pd.DataFrame:
     """SCR rows: per (breaking, wd) arm, one member per seed, online error, zero-plane and unit counts per step."""
     rows = []
     for (brk, wd), err in errors.items():
@@ -224,11 +224,11 @@ def test_plasticity_claims_measure_the_windows_and_the_planes():
     table = planted_plasticity({("none", 0.0): rising, ("syre", 1e-3): flat, ("none", 1e-3): rising},
                                {("none", 0.0): [0] * 10, ("syre", 1e-3): [0] * 10,
                                 ("none", 1e-3): [0, 0, 0, 0, 0, 1, 1, 2, 2, 3]})
-    # early windows end in (10, 50]: steps 20-50; late in (80, 100]: steps 90, 100 (seed means add 0.005)
+    # early windows end in (10 %, 50 %]: 200k-500k; late in (80 %, 100 %]: 900k, 1M (seed means add 0.005)
     assert lp.error_ratio(table, "none", 0.0) == pytest.approx((1.15 + 0.005) / (0.725 + 0.005))
     assert lp.error_ratio(table, "syre", 1e-3) == pytest.approx((0.7 + 0.005) / (0.725 + 0.005))
     assert lp.plane_units(table, lp.SCR, "none", 1e-3) == 3.0 and lp.units_left_plane(table, lp.SCR) == 0.0
-    assert lp.arm_exposure(table, lp.SCR, 1e-3) == pytest.approx(0.01 * 1e-3 * 100)
+    assert lp.arm_exposure(table, lp.SCR, 1e-3) == pytest.approx(10.0)  # 0.01 * 1e-3 * 1e6: the L2@1e-3 rows apply
     pooled = [(e + 0.01 * seed, m) for seed in (0, 1) for e, m in zip(rising, [0, 0, 0, 0, 0, 1, 1, 2, 2, 3])]
     assert lp.plane_vs_plasticity(table, lp.SCR, 1e-3) == pytest.approx(spearmanr(*zip(*pooled)).statistic)
     # the zero fraction rises with the error in every member: rho 1 up to the ties the seeds' offsets leave
@@ -240,7 +240,7 @@ def test_plasticity_claims_measure_the_windows_and_the_planes():
     assert ledger["LP5", "scr/syre@0.001/keeps"]["rests_on"] == "LP0/scr_error_rise"
     assert ledger["LP5", "scr/syre@0.001/keeps"]["passed"] and ledger["LP5", "scr/syre_vs_L2@0.001"]["passed"]
     assert ledger["LP2", "scr/L2@3e-05/no_plane"] is None  # an arm the table does not hold is left out
-    assert ("eta*wd*T = 0.001; at the end (seed means, all hidden layers): dead units 1.00, silent on the task 2.00, "
+    assert ("eta*wd*T = 10; at the end (seed means, all hidden layers): dead units 1.00, silent on the task 2.00, "
             "zero-plane 3.00") in ledger["LP2", "scr/L2@0.001/plane"]["statement"]
 
 
