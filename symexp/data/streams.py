@@ -115,6 +115,17 @@ def member_seeds(seeds: list[int]) -> list[int]:
     return [s + STREAM_OFFSET for s in seeds]
 
 
+def _check_image_stream(data, parts) -> None:
+    """A Fashion-MNIST stream: its pooling divides 28, and it is fed minibatches."""
+    if 28 % data.pool:
+        raise ConfigError(f"data.pool: {data.pool} is not allowed; expected a divisor of 28 (1, 2, 4, 7, 14, 28)")
+    _needs_minibatches(data.name, parts)
+
+
+def _pooled(images: torch.Tensor, pool: int) -> torch.Tensor:
+    return F.avg_pool2d(images, pool) if pool > 1 else images
+
+
 def _needs_minibatches(name: str, parts) -> None:
     if parts.optim.batch_size is None:
         raise ConfigError(f"optim.batch_size: null (full batch) is not allowed with data={name}, a stream "
@@ -175,16 +186,14 @@ class PermutedFashion(DataSet):
     task = "classification"
 
     def check(self, parts, c: dict) -> None:
-        if 28 % self.pool:
-            raise ConfigError(f"data.pool: {self.pool} is not allowed; expected a divisor of 28 (1, 2, 4, 7, 14, 28)")
-        _needs_minibatches(self.name, parts)
+        _check_image_stream(self, parts)
 
     def build(self, device: torch.device, dtype: torch.dtype) -> StreamData:
         from symexp.data.images import load_images
 
         raw = load_images("fashion_mnist", self.root).subset(self.n_train, self.n_test)
         imgs = raw.to(device, dtype)
-        x, x_test = (F.avg_pool2d(t, self.pool) if self.pool > 1 else t for t in (imgs.x_train, imgs.x_test))
+        x, x_test = (_pooled(t, self.pool) for t in (imgs.x_train, imgs.x_test))
         steps, probe_n = self.steps_per_task, min(self.probe_examples, len(x))
 
         def start(seeds: list[int], batch_size: int) -> Stream:
@@ -211,9 +220,7 @@ class RandomLabelFashion(DataSet):
     task = "classification"
 
     def check(self, parts, c: dict) -> None:
-        if 28 % self.pool:
-            raise ConfigError(f"data.pool: {self.pool} is not allowed; expected a divisor of 28 (1, 2, 4, 7, 14, 28)")
-        _needs_minibatches(self.name, parts)
+        _check_image_stream(self, parts)
         if self.n_train % parts.optim.batch_size:
             raise ConfigError(f"optim.batch_size: {parts.optim.batch_size} is not allowed with data={self.name}; "
                               f"expected a divisor of data.n_train ({self.n_train}): every epoch is whole batches")
@@ -222,8 +229,7 @@ class RandomLabelFashion(DataSet):
         from symexp.data.images import load_images
 
         raw = load_images("fashion_mnist", self.root).subset(self.n_train, 1)
-        x = raw.to(device, dtype).x_train
-        x = F.avg_pool2d(x, self.pool) if self.pool > 1 else x
+        x = _pooled(raw.to(device, dtype).x_train, self.pool)
         classes, epochs = len(raw.classes), self.epochs_per_task
 
         def start(seeds: list[int], batch_size: int) -> Stream:
