@@ -33,7 +33,7 @@ def arms(table: pd.DataFrame, experiment: str) -> list[tuple[str, str, float, fl
     wds = sorted(w for w in t.weight_decay.unique() if w > 0)
     out = [("plain", "none", 0.0, 2.0)] if ((t.breaking == "none") & (t.weight_decay == 0)).any() else []
     for arm, brk in ARM_BREAKING.items():
-        out += [(arm, brk, wd, 2.0 if wd == wds[-1] else 0.8) for wd in (wds[0], wds[-1])
+        out += [(arm, brk, wd, 2.0 if wd == wds[-1] else 0.8) for wd in sorted(set(wds[:1] + wds[-1:]))
                 if ((t.breaking == brk) & (t.weight_decay == wd)).any()]
     return out
 
