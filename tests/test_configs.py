@@ -61,7 +61,7 @@ BAD = [
     (["references=[lassso]"], "references", "lasso"),
     (["data.teacher=medium"], "data.teacher", "dense"),
     (["data.nonzero=1000"], "data.nonzero", "data.dim"),
-    (["optim.schedule=linear"], "optim.schedule", "cosine"),
+    (["optim.schedule=linear"], "optim.schedule", "step"),
     (["breaking.scale=-1", "breaking=offset"], "breaking.scale", ">= 0"),
     (["breaking=residual", "symmetry=rescaling"], "breaking.name", "rotation"),
     (["symmetry=rotation", "model=linear"], "symmetry.name", "matrix"),
