@@ -44,7 +44,8 @@ def reference_note(ledger_path: Path, scale: str) -> str:
     if not n:
         return "No check of this run is in the committed reference run (results/reference/claims.csv)."
     if not differ:
-        return f"Pass/fail of all {n} checks matches the committed reference run (results/reference/claims.csv)."
+        return (f"The outcome (pass, fail, undecided) of all {n} checks matches the committed reference run "
+                "(results/reference/claims.csv).")
     return (f"{len(differ)} of {n} checks differ from the committed reference run:\n\n"
             + "\n".join(f"- {d}" for d in differ))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from symexp import experiments
-from symexp.claims import LEDGER_COLUMNS, ClaimError
+from symexp.claims import LEDGER_COLUMNS, ClaimError, settle
 from symexp.errors import UserError
 from symexp.results import CollectError, collect, write_parquet, write_text
 
@@ -79,10 +79,11 @@ def cmd_plot(args) -> int:
 
 
 def ledger_rows(table: experiments.Table, rows: pd.DataFrame) -> tuple[list[dict], list[str]]:
-    """The ledger rows of every check of `table` that applies, and one line per check that could not
-    be measured."""
+    """The ledger rows of every check of `table` that applies, settled against their premises (a premise
+    that could not be measured leaves its rows undecided), and one line per check that could not be measured."""
     out, problems = [], []
-    for check in experiments.checks(table):
+    checks = experiments.checks(table)
+    for check in checks:
         try:
             row = check.row(rows, table.name)
         except ClaimError as e:
@@ -90,7 +91,7 @@ def ledger_rows(table: experiments.Table, rows: pd.DataFrame) -> tuple[list[dict
             continue
         if row is not None:
             out.append(row)
-    return out, problems
+    return settle(out, checks), problems
 
 
 def cmd_claims(args) -> int:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from symexp import experiments
-from symexp.claims import KINDS
+from symexp import experiments, optim
+from symexp.claims import KINDS, UNDECIDED, exposure, outcome
 
 PACKAGES = ("torch", "hydra-core", "omegaconf", "numpy", "pandas", "pyarrow", "scikit-learn", "matplotlib", "wandb")
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,21 +78,32 @@ def fmt(v) -> str:
     return str(v)
 
 
-KIND_TITLES = {"paper": "The paper's claims", "control": "Controls (ours: baselines and symmetry-breaking controls)",
+KIND_TITLES = {"premise": "Premises (ours: the plain arm shows the phenomenon a claim explains; the rows that rest "
+                          "on a failed premise are undecided)",
+               "paper": "The paper's claims", "control": "Controls (ours: baselines and symmetry-breaking controls)",
                "informational": "Informational (hypotheses and disclosures of ours, not claims of the paper)"}
+RESULT_TEXT = {"pass": "pass", "fail": "**FAIL**", UNDECIDED: "undecided"}
+
+
+def counts(outcomes: pd.Series) -> str:
+    """"3 pass, 1 fail, 2 undecided" (the undecided part only when there are some)."""
+    n = outcomes.value_counts()
+    parts = [f"{n.get('pass', 0)} pass", f"{n.get('fail', 0)} fail"]
+    return ", ".join(parts + ([f"{n[UNDECIDED]} undecided"] if n.get(UNDECIDED, 0) else []))
 
 
 def claims_section(ledger: pd.DataFrame) -> str:
-    passed = ledger.passed.astype(bool)
-    per_kind = {k: (int(passed[ledger.kind == k].sum()), int((ledger.kind == k).sum())) for k in KINDS}
-    parts = [f"{int(passed.sum())} of {len(ledger)} checks pass; the paper's claims: {per_kind['paper'][0]} of "
-             f"{per_kind['paper'][1]}. A failed check is a measured result, reported as is; a check passes when "
-             "`measured <op> threshold`."]
+    outcomes = ledger.passed.map(outcome)
+    parts = [f"{len(ledger)} checks: {counts(outcomes)}; the paper's claims ({int((ledger.kind == 'paper').sum())}): "
+             f"{counts(outcomes[ledger.kind == 'paper'])}. A failed check is a measured result, reported as is; a check "
+             "passes when `measured <op> threshold`; a check is undecided when a premise it rests on failed (the "
+             "experiment ran outside the regime its claim is about)."]
     for kind in KINDS:
-        rows = [[r.claim, r.check, fmt(r.measured), fmt(r.threshold), "pass" if r.passed else "**FAIL**",
-                 f"{r.op} {fmt(r.threshold)}", r.statement] for r in ledger[ledger.kind == kind].itertuples()]
+        mine = ledger.kind == kind
+        rows = [[r.claim, r.check, fmt(r.measured), fmt(r.threshold), RESULT_TEXT[o], f"{r.op} {fmt(r.threshold)}",
+                 r.statement] for r, o in zip(ledger[mine].itertuples(), outcomes[mine])]
         if rows:
-            parts.append(f"### {KIND_TITLES[kind]}: {per_kind[kind][0]} of {per_kind[kind][1]} pass\n\n"
+            parts.append(f"### {KIND_TITLES[kind]}: {counts(outcomes[mine])}\n\n"
                          + md_table(rows, ["claim", "check", "measured", "threshold", "result", "passes if measured",
                                            "what is measured"]))
     return "\n\n".join(parts)
@@ -116,6 +127,102 @@ def experiment_section(results: Path, scale: str, exp: str, wall_s: float | None
                      f"\n\n```yaml\n"
                      f"{configs[0].read_text().rstrip()}\n```\n</details>")
     return "\n\n".join(parts)
+
+
+def mean_schedule_factor(kind: str, steps: int) -> float:
+    """The lr schedule's multiplier averaged over the run (1 for constant, 1/2 for cosine)."""
+    grid = range(0, steps, max(1, steps // 1000))
+    return sum(optim.schedule_factor(kind, t, steps) for t in grid) / len(grid)
+
+
+def decay_rate(o: dict, lr: float, steps: int) -> float | None:
+    """eta_eff, the per-step shrink factor of a weight with no gradient per unit of wd: lr / (1 - momentum) for
+    SGD, lr for AdamW's decoupled decay, both times the mean schedule factor; None for Adam, whose coupled L2
+    is rescaled per coordinate by its preconditioner (no single rate)."""
+    factor = mean_schedule_factor(o.get("schedule", "constant"), steps)
+    if o.get("name") == "sgd":
+        return lr / (1.0 - float(o.get("momentum", 0.0))) * factor
+    if o.get("name") == "adamw":
+        return lr * factor
+    return None
+
+
+def decay_section(results: Path, scale: str, experiment_names: list[str]) -> str:
+    """Per experiment and optimiser setting: eta_eff * wd * T for each weight decay it trains, read from its
+    jobs' resolved configs. Decay has acted only where this is >> 1; at <~ 0.3 it moved a weight by under a
+    third, so a claim about what decay does is not tested there."""
+    rows = {}
+    for exp in experiment_names:
+        for path in sorted((results / "runs" / scale / exp).rglob("config.yaml")):
+            if ".hydra" in path.parts:
+                continue
+            c = OmegaConf.to_container(OmegaConf.load(path))
+            o, steps = c.get("optim", {}), int(c.get("train", {}).get("steps", 0))
+            wds = [w for w in c.get("ensemble", {}).get("weight_decays", []) if w > 0]
+            if not wds or not steps:
+                continue
+            for lr in c["ensemble"].get("lrs", []):
+                rate = decay_rate(o, lr, steps)
+                key = (exp, o.get("name"), lr, o.get("momentum", 0.0), o.get("schedule", "constant"), steps)
+                text = ("— (Adam: no single decay rate)" if rate is None else
+                        ", ".join(f"{w:g}: {exposure(rate, w, steps):.3g}" for w in wds))
+                rows[key] = [exp, f"{o.get('name')} lr {lr:g}, momentum {float(o.get('momentum', 0.0)):g}, "
+                             f"{o.get('schedule', 'constant')} schedule", f"{steps}",
+                             "" if rate is None else f"{rate:.3g}", text]
+    if not rows:
+        return ""
+    return ("## Time for decay to act\n\nη_eff·wd·T for each weight decay an experiment trains (η_eff = lr/(1 − momentum) "
+            "for SGD, lr for AdamW's decoupled decay, times the schedule's mean factor; T = the configured steps, an "
+            "upper bound where a job stops at convergence). Coupled decay alone shrinks a weight by ≈ exp(−η_eff·wd·T): "
+            "a claim about what decay does is tested only where this is ≫ 1.\n\n"
+            + md_table(list(rows.values()), ["experiment", "optimiser", "T (steps)", "η_eff", "wd: η_eff·wd·T"]))
+
+
+def scaled_overrides(path: Path) -> dict:
+    """The dotted keys a configs/scaled/<experiment>_<scale>.yaml sets (other scaled files it extends first;
+    `override /group: option` entries of its defaults as `group`)."""
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    out = {}
+    for entry in raw.pop("defaults", []):
+        if isinstance(entry, str):
+            out.update(scaled_overrides(path.parent / f"{entry}.yaml"))
+        else:
+            out.update({k.split("/")[-1]: v for k, v in entry.items()})
+    raw.pop("hydra", None)
+
+    def leaves(d: dict, prefix: str = ""):
+        for k, v in d.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+    return {**out, **dict(leaves(raw))}
+
+
+def scale_section(results: Path, scale: str, experiment_names: list[str], configs: Path = experiments.CONFIGS,
+                  other: str = "paper") -> str:
+    """Each experiment that ran smaller here than at `other` scale: the keys its configs/scaled file sets whose
+    value differs in this run's resolved config (a list by its length)."""
+    show = lambda v: (f"{len(v)} value" + "s" * (len(v) != 1)) if isinstance(v, list) else f"{v}"  # noqa: E731
+    rows = []
+    for exp in experiment_names:
+        scaled = configs / "scaled" / f"{exp}_{other}.yaml"
+        job = next((c for c in sorted((results / "runs" / scale / exp).rglob("config.yaml"))
+                    if ".hydra" not in c.parts), None)
+        if scale == other or job is None or not scaled.exists():
+            continue
+        here = OmegaConf.load(job)
+        group = lambda k: here.get(k, {}).get("name") if isinstance(here.get(k), DictConfig) else None  # noqa: E731
+        diffs = []
+        for key, theirs in scaled_overrides(scaled).items():
+            mine = OmegaConf.select(here, key) if "." in key or key not in ("data", "model", "optim") else group(key)
+            mine = OmegaConf.to_container(mine) if isinstance(mine, (DictConfig, ListConfig)) else mine
+            if mine != theirs:
+                diffs.append(f"`{key}` {show(mine)} ({other}: {show(theirs)})")
+        if diffs:
+            rows.append([exp, "; ".join(diffs)])
+    if not rows:
+        return ""
+    return (f"## Smaller than SCALE={other}\n\nThe experiments that ran here with less than their `{other}`-scale "
+            f"protocol (configs/scaled/<experiment>_{other}.yaml), key by key:\n\n"
+            + md_table(rows, ["experiment", f"this run ({other} scale)"]))
 
 
 def experiment_times(jobs: pd.DataFrame) -> str:
@@ -156,6 +263,8 @@ def build(results: Path, scale: str, jobs: pd.DataFrame, total_s: float, command
             *[[k, v] for k, v in (facts or {}).items()],
             *[[k, v] for k, v in versions().items()]], ["", ""]) + "\n\n" + per_exp,
         "## Claims (results/claims.csv)\n\n" + claims_section(ledger) + (f"\n\n{reference}" if reference else ""),
+        decay_section(results, scale, names := [exp for table in registry.tables.values() for exp in table.experiments]),
+        scale_section(results, scale, names),
         "## Figures\n\n" + "\n\n".join(
             f"### {name}\n\n![{name}](figures/{name}.png)" for name, table in registry.tables.items()
             if table.plot and (results / "figures" / f"{name}.png").exists()),
@@ -164,17 +273,18 @@ def build(results: Path, scale: str, jobs: pd.DataFrame, total_s: float, command
             for table in registry.tables.values() for exp in table.experiments
             if (results / "runs" / scale / exp).exists()),
     ]
-    return "\n\n".join(sections) + "\n"
+    return "\n\n".join(filter(None, sections)) + "\n"
 
 
 def compare_with_reference(ledger: pd.DataFrame, reference: pd.DataFrame) -> tuple[list[str], int]:
-    """Checks whose pass/fail differs from the reference ledger (matched on claim + check), and how
-    many checks were compared. The reference may be of the older format (a `figure` column, no kind)."""
+    """Checks whose outcome (pass, fail or undecided) differs from the reference ledger (matched on claim +
+    check), and how many checks were compared. The reference may be of the older format (a `figure` column,
+    no kind)."""
     key = ["claim", "check"]
     both = ledger.merge(reference[key + ["passed"]], on=key, suffixes=("", "_ref"))
-    differ = both[both.passed.astype(bool) != both.passed_ref.astype(bool)]
-    return [f"{r.claim}/{r.check}: {'pass' if r.passed else 'fail'} here, "
-            f"{'pass' if r.passed_ref else 'fail'} in the reference" for r in differ.itertuples()], len(both)
+    here, there = both.passed.map(outcome), both.passed_ref.map(outcome)
+    return [f"{r.claim}/{r.check}: {a} here, {b} in the reference"
+            for r, a, b in zip(both.itertuples(), here, there) if a != b], len(both)
 
 
 def ledger_tables(ledger: pd.DataFrame) -> pd.Series:

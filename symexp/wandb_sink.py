@@ -238,6 +238,8 @@ def summary_run(logger_cfg: dict, scale: str, ledger_csv: Path, figures: list[Pa
         import pandas as pd
         import wandb
 
+        from symexp.claims import outcome
+
         ledger = pd.read_csv(ledger_csv)
         run = wandb.init(project=logger_cfg.get("project", "symexp"), entity=logger_cfg.get("entity"),
                          mode=logger_cfg.get("mode", "offline"), dir=str(ledger_csv.parent),
@@ -247,8 +249,10 @@ def summary_run(logger_cfg: dict, scale: str, ledger_csv: Path, figures: list[Pa
         images = {f"figures/{Path(f).stem}": wandb.Image(str(f)) for f in figures
                   if Path(f).suffix.lower() in (".png", ".jpg", ".jpeg")}  # a PDF is not an image to wandb
         run.log({"claims": wandb.Table(dataframe=ledger), **images})
-        passed = int(ledger["passed"].astype(bool).sum()) if "passed" in ledger else None
-        run.summary.update({"checks": len(ledger), "checks_passed": passed, "figures": len(images)})
+        outcomes = ledger["passed"].map(outcome) if "passed" in ledger else None
+        run.summary.update({"checks": len(ledger), "figures": len(images),
+                            "checks_passed": None if outcomes is None else int((outcomes == "pass").sum()),
+                            "checks_undecided": None if outcomes is None else int((outcomes == "undecided").sum())})
         run.finish()
         print(f"symexp: wandb {logger_cfg.get('mode', 'offline')}: summary run of scale {scale} with "
               f"{len(images)} figures in {ledger_csv.parent / 'wandb'}", file=sys.stderr)

@@ -36,7 +36,7 @@ def test_passed_is_the_declared_comparison():
     assert not any(Check("X1", "nan", "paper", "s", lambda t: math.nan, 0.0, op).passes(math.nan) for op in OPS)
 
 
-@pytest.mark.parametrize("field, value, allowed", [("kind", "claim", "paper, control, informational"),
+@pytest.mark.parametrize("field, value, allowed", [("kind", "claim", "premise, paper, control, informational"),
                                                    ("op", "=<", "<, <=, >, >=, ==")])
 def test_bad_kind_or_op_is_one_line(field, value, allowed):
     args = dict(claim="X1", check="c", kind="paper", statement="s", measure=len, threshold=0.0, op="<")

@@ -34,7 +34,7 @@ def test_report_lists_claims_configs_and_timings(tmp_path):
     ledger = pd.DataFrame([PAPER_PASS, PAPER_FAIL], columns=LEDGER_COLUMNS)
     ledger.to_csv(tmp_path / "claims.csv", index=False)
     text = report.build(tmp_path, "quick", JOBS, 75.0, "make reproduce", "note")
-    assert "1 of 2 checks pass" in text and "| C6 | coupled | 2 | 0 | **FAIL** |" in text
+    assert "2 checks: 1 pass, 1 fail" in text and "| C6 | coupled | 2 | 0 | **FAIL** |" in text
     assert "s \\| with a pipe" in text  # a pipe inside a statement does not break the table
     assert "`symmetry` ∈ {dcs,plain}" in text and "the 2 jobs differ only in the swept keys" in text
     assert "### `transformer` (60 job-seconds)" in text and "name: transformer" in text
@@ -52,11 +52,11 @@ def test_report_counts_the_papers_claims_apart(tmp_path):
                           columns=LEDGER_COLUMNS)
     ledger.to_csv(tmp_path / "claims.csv", index=False)
     text = report.build(tmp_path, "quick", NO_JOBS, 1.0, "make reproduce")
-    assert "2 of 4 checks pass; the paper's claims: 2 of 2" in text
+    assert "4 checks: 2 pass, 2 fail; the paper's claims (2): 2 pass, 0 fail" in text
     claims = text.split("## Claims")[1].split("## Figures")[0]
     paper, control, info = claims.split("### ")[1:]
-    assert paper.startswith("The paper's claims: 2 of 2 pass") and "| C6 | coupled | 2 | 0 | pass | <= 0 |" in paper
-    assert ": 0 of 1 pass" in control and "| C1 | offset_control | 0.9 | 0.5 | **FAIL** | < 0.5 |" in control
+    assert paper.startswith("The paper's claims: 2 pass, 0 fail") and "| C6 | coupled | 2 | 0 | pass | <= 0 |" in paper
+    assert ": 0 pass, 1 fail" in control and "| C1 | offset_control | 0.9 | 0.5 | **FAIL** | < 0.5 |" in control
     assert info.startswith("Informational") and "| C4 | hypothesis |" in info
 
 
@@ -74,3 +74,19 @@ def test_report_says_how_the_jobs_ran_and_what_was_cached(tmp_path, monkeypatch)
     text = report.build(tmp_path, "quick", jobs, 1.0, "make reproduce", facts={"jobs": "2 worker process(es)"})
     assert "| jobs | 2 worker process(es) |" in text
     assert "| dcs | 2 | 40 | 30 | 5.0 % | 5.0 % |" in text and "| transformer | 1 | 60 | 60 | - | - |" in text
+
+
+def test_report_says_which_experiments_ran_smaller_than_paper_scale(tmp_path):
+    """Keys of configs/scaled/<exp>_paper.yaml (and the scaled files it extends) whose value differs in the run."""
+    configs = tmp_path / "configs"
+    write_text(configs / "scaled" / "base_paper.yaml", "# @package _global_\ntrain: {steps: 1000}\n")
+    write_text(configs / "scaled" / "toy_paper.yaml", "# @package _global_\ndefaults:\n  - base_paper\n"
+                                                      "ensemble: {seeds: [0, 1, 2], lrs: [0.1]}\n")
+    write_text(configs / "scaled" / "same_paper.yaml", "# @package _global_\ntrain: {steps: 10}\n")
+    for exp in ("toy", "same"):
+        write_text(tmp_path / "runs" / "quick" / exp / "j" / "config.yaml",
+                   "train: {steps: 10}\nensemble: {seeds: [0], lrs: [0.1]}\n")
+    text = report.scale_section(tmp_path, "quick", ["toy", "same", "unrun"], configs=configs)
+    assert "| toy | `train.steps` 10 (paper: 1000); `ensemble.seeds` 1 value (paper: 3 values) |" in text
+    assert "| same |" not in text and "unrun" not in text
+    assert report.scale_section(tmp_path, "paper", ["toy"], configs=configs) == ""

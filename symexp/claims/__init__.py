@@ -5,9 +5,14 @@ table, a threshold and a comparison. `passed` is computed here, in one place, as
 `OPS[op](measured, threshold)`; a NaN measurement fails. Each table's checks live in one module
 (`CHECKS: list[Check]`) named by the experiments' `report.claims`, e.g. symexp.claims.fig1_left.
 
-Kinds: "paper" (a claim of the paper), "control" (one of ours: a baseline or a symmetry-breaking
-control that should show no effect), "informational" (a hypothesis or a disclosure of ours, which the
-data may refute without any claim of the paper failing).
+Kinds: "premise" (ours: the plain arm shows the phenomenon a claim explains, in the regime the claim is
+about), "paper" (a claim of the paper), "control" (one of ours: a baseline or a symmetry-breaking control
+that should show no effect), "informational" (a hypothesis or a disclosure of ours, which the data may
+refute without any claim of the paper failing).
+
+Outcomes: a row passes or fails by its comparison, unless it `rests_on` premise rows of its own module and
+one of them failed or could not be measured: then it is "undecided" (its `passed` column reads so) -- an
+experiment outside the regime its claim is about neither confirms nor refutes it.
 """
 from __future__ import annotations
 
@@ -22,9 +27,11 @@ import pandas as pd
 from symexp.errors import UserError
 from symexp.metrics import names
 
-KINDS = ("paper", "control", "informational")
+KINDS = ("premise", "paper", "control", "informational")
+UNDECIDED = "undecided"  # the third value of the ledger's `passed`
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
-LEDGER_COLUMNS = ["claim", "check", "kind", "table", "statement", "measured", "op", "threshold", "passed"]
+LEDGER_COLUMNS = ["claim", "check", "kind", "table", "statement", "measured", "op", "threshold", "passed",
+                  "rests_on"]
 KEYS = ["experiment", "job", "member"]  # one trained member
 
 
@@ -47,6 +54,12 @@ class Check:
     # the numbers that make the statement concrete (a predicted threshold, how many members
     # qualified, per-layer values), appended to it in the ledger
     detail: Callable[[pd.DataFrame], str] | None = None
+    # ids "claim/check" of the premise rows (same module) this row means something only under
+    rests_on: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return f"{self.claim}/{self.check}"
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -54,6 +67,10 @@ class Check:
                              f"allowed: {', '.join(KINDS)}")
         if self.op not in OPS:
             raise ClaimError(f"{self.claim}/{self.check}: op {self.op!r} is not allowed; allowed: {', '.join(OPS)}")
+        if not isinstance(self.rests_on, tuple) or not all(isinstance(r, str) for r in self.rests_on):
+            raise ClaimError(f"{self.id}: rests_on {self.rests_on!r}; allowed: a tuple of 'claim/check' ids")
+        if self.kind == "premise" and self.rests_on:
+            raise ClaimError(f"{self.id}: a premise rests on nothing; rests_on {self.rests_on!r}")
 
     def passes(self, measured: float) -> bool:
         return bool(OPS[self.op](measured, self.threshold))  # NaN compares False: a failure
@@ -71,14 +88,62 @@ class Check:
             e.add_note(f"while measuring {self.claim}/{self.check} of table {table_name}")
             raise
         return dict(claim=self.claim, check=self.check, kind=self.kind, table=table_name, statement=statement,
-                    measured=measured, op=self.op, threshold=self.threshold, passed=self.passes(measured))
+                    measured=measured, op=self.op, threshold=self.threshold, passed=self.passes(measured),
+                    rests_on=";".join(self.rests_on))
+
+
+def validate(checks: list[Check]) -> None:
+    """Every `rests_on` names a premise check of the same list (a slip here would decide rows silently)."""
+    premises = {c.id for c in checks if c.kind == "premise"}
+    for c in checks:
+        for r in c.rests_on:
+            if r not in premises:
+                raise ClaimError(f"{c.id}: rests_on {r!r} is not a premise check of its module; "
+                                 f"allowed: {', '.join(sorted(premises)) or 'none declared'}")
+
+
+def settle(rows: list[dict], checks: list[Check]) -> list[dict]:
+    """`rows` with each row whose premise failed, or was not measured, marked undecided (in place)."""
+    validate(checks)
+    premise = {f"{r['claim']}/{r['check']}": r for r in rows if r["kind"] == "premise"}
+    for row in rows:
+        why = []
+        for pid in filter(None, str(row.get("rests_on") or "").split(";")):
+            p = premise.get(pid)
+            if p is None:
+                why.append(f"premise {pid} was not measured")
+            elif p["passed"] is not True:
+                why.append(f"premise {pid} failed ({p['measured']:.4g} {p['op']} {p['threshold']:g} does not hold)")
+        if why:
+            row["passed"] = UNDECIDED
+            row["statement"] += " — undecided: " + "; ".join(why)
+    return rows
 
 
 def evaluate(checks: list[Check], table: pd.DataFrame, table_name: str) -> list[dict]:
-    """The ledger rows of every check that applies to `table`; raises ClaimError at the first that
-    cannot be measured."""
+    """The ledger rows of every check that applies to `table`, settled against their premises; raises
+    ClaimError at the first that cannot be measured."""
     rows = [c.row(table, table_name) for c in checks]
-    return [r for r in rows if r is not None]
+    return settle([r for r in rows if r is not None], checks)
+
+
+def outcome(passed) -> str:
+    """"pass", "fail" or "undecided" of a ledger's `passed` value (a bool, or its text in a CSV)."""
+    text = str(passed).strip().lower()
+    if text == UNDECIDED:
+        return UNDECIDED
+    if text in ("true", "1", "1.0"):
+        return "pass"
+    if text in ("false", "0", "0.0"):
+        return "fail"
+    raise ClaimError(f"ledger: passed {passed!r}; allowed: True, False, {UNDECIDED}")
+
+
+def exposure(lr: float, weight_decay: float, steps: float, momentum: float = 0.0) -> float:
+    """eta_eff * wd * T: how far coupled decay alone shrinks a weight, (1 - eta_eff wd)^T ~ exp(-exposure),
+    eta_eff = lr / (1 - momentum). Decay has acted only where this is >> 1 (<~ 0.3: it moved weights by
+    under a third)."""
+    return float(lr) / (1.0 - float(momentum)) * float(weight_decay) * float(steps)
 
 
 # ---- reading the tidy table -------------------------------------------------------------------
