@@ -62,6 +62,7 @@ BAD = [
     (["data.teacher=medium"], "data.teacher", "dense"),
     (["data.nonzero=1000"], "data.nonzero", "data.dim"),
     (["optim.schedule=linear"], "optim.schedule", "step"),
+    (["experiment=neural_collapse", "model.loss=hinge"], "model.loss", "mse"),
     (["breaking.scale=-1", "breaking=offset"], "breaking.scale", ">= 0"),
     (["breaking=residual", "symmetry=rescaling"], "breaking.name", "rotation"),
     (["symmetry=rotation", "model=linear"], "symmetry.name", "matrix"),
