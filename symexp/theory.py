@@ -169,7 +169,7 @@ def batch_curvatures(x: torch.Tensor, y: torch.Tensor, batch_size: int | None,
                      n_batches: int = LYAPUNOV_BATCHES, seed: int = LYAPUNOV_SEED) -> torch.Tensor:
     """Curvatures h_B [n_batches] of a one-unit tanh net's minibatch loss at its dead point (u, w) = 0.
 
-    Batches are drawn as the engine draws them (symexp.train.Batcher): each epoch is a random
+    Batches are drawn as the engine draws them (symexp.batcher.Batcher): each epoch is a random
     permutation cut into n // B disjoint batches, so the batches of an epoch average to the full-batch
     curvature exactly and E_B[h_B] carries no sampling error. Each minibatch Hessian
     (torch.func.hessian of symexp.models.tanh_net.mse) is read along v, the eigenvector of the full-batch

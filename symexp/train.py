@@ -2,7 +2,7 @@
 
 `train` is a generator: it yields an `Eval` at every evaluation (the metrics of every member) and
 at every checkpoint step; the runner (symexp.run) owns the rows, the wandb sink and the checkpoints.
-What is measured follows from the model's probes, the symmetry's `structure` and `metrics.families`.
+What an evaluation measures is symexp.evaluation's: one module per kind of data.
 """
 from __future__ import annotations
 
@@ -11,18 +11,15 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
-from torch.func import vmap
 
-from symexp import collapse_eval, metrics, optim
+from symexp import optim
 from symexp.batcher import Batcher
 from symexp.data import TensorData
-from symexp.data.streams import StreamData
 from symexp.ensemble import Ensemble, State
-from symexp.metrics import names
-from symexp.metrics.constraint import constraint_norm
+from symexp.evaluation import Result
+from symexp.evaluation.dispatch import evaluate
 from symexp.progress import Progress
 
-Result = tuple[str, str, torch.Tensor]  # (layer, metric, values [M])
 clock = time.monotonic  # what the checkpoint floor (train.checkpoint_min_s) reads; tests replace it
 
 
@@ -36,98 +33,6 @@ class Eval:
     results: list[Result] = field(default_factory=list)
     checkpoint: bool = False  # the runner should save a checkpoint now
     measure_s: float = 0.0  # seconds this evaluation took (metrics, losses, convergence check)
-
-
-def measure(theta: torch.Tensor, families: tuple[str, ...], mcfg: dict) -> dict[str, torch.Tensor]:
-    """Structure metrics of one probed tensor `[M, ...]` -> {metric name: [M]}."""
-    out = {}
-    matrix = theta.dim() >= 3  # a matrix per member: rank families apply
-    if "sparsity" in families:
-        for tau in mcfg["sparsity_tau"]:
-            out[names.frac_zero(tau)] = metrics.frac_zero(theta, tau)
-        out[names.L1_L2] = metrics.l1_l2_ratio(theta)
-    # one SVD per tensor for every rank measure and the spectrum
-    sv = metrics.singular_values(theta) if matrix and {"rank", "spectrum"} & set(families) else None
-    if "rank" in families and matrix:
-        # relative ranks always; with rank_atol > 0 also the floored ones (singular values <= atol
-        # count as zero) under names that say so, so a table never hides which one a number is
-        atol = mcfg.get("rank_atol", 0.0)
-        for a in (0.0, atol) if atol > 0 else (0.0,):
-            out[names.tau_rank(mcfg["rank_tau"], a)] = metrics.tau_rank(theta, mcfg["rank_tau"], a, sv=sv)
-            out[names.erank(a)] = metrics.erank(theta, a, sv=sv)
-            out[names.stable_rank(a)] = metrics.stable_rank(theta, a, sv=sv)
-            out[names.energy_rank(mcfg["energy"], a)] = metrics.energy_rank(theta, mcfg["energy"], a, sv=sv)
-    if "units" in families and matrix:  # theta: per-unit vectors [M, h, p] from a model's probe_views (anchors A1)
-        out[names.INDEPENDENT_UNITS] = metrics.independent_units(theta, mcfg["unit_tol"], mcfg["dead_tau"])
-        out[names.DEAD_FRAC] = metrics.dead_fraction(theta, mcfg["dead_tau"])
-    if "norm" in families:  # Euclidean (Frobenius) norm of the whole tensor: exact zeros stay 0
-        out[names.NORM] = torch.linalg.vector_norm(theta.reshape(theta.shape[0], -1), dim=1)
-    if "spectrum" in families and matrix:  # every singular value, largest first
-        for i, sigma in enumerate(sv.unbind(1)):
-            out[names.singular_value(i)] = sigma
-    if mcfg["constraint"]["k"]:  # a target O^T theta = 0 is set: measured on every probe
-        out[names.CONSTRAINT] = constraint_norm(theta, **mcfg["constraint"])
-    return out
-
-
-def probe_plan(ens: Ensemble, mcfg: dict) -> dict[str, tuple[str, ...]]:
-    """{probed tensor: metric families}: the model's own probes, the symmetry's structure on every
-    effective weight, and `metrics.families` on all of them."""
-    plan = {layer: list(fams) for layer, fams in ens.model.probes.items()}
-    for name in ens.groups:
-        plan.setdefault(name, []).extend(getattr(ens.symmetry, "structure", ()))
-    for fams in plan.values():
-        fams.extend(mcfg["families"])
-    return {layer: tuple(dict.fromkeys(fams)) for layer, fams in plan.items() if fams}
-
-
-def evaluate(ens: Ensemble, state: State, data: TensorData, mcfg: dict, final: bool = False,
-             batcher: Batcher | None = None) -> list[Result]:
-    """Every metric of every member at `state.step`. A stream has no fixed training set: it is
-    measured on its probe and test views (symexp.collapse_eval), which the batcher's stream gives."""
-    theta = ens.effective(state.raw, ens.fixed)
-    if isinstance(data, StreamData):
-        out = collapse_eval.stream_results(ens, state, data, batcher, mcfg) + [("", names.ALIVE, state.alive)]
-    else:
-        out = data_set_results(ens, state, data, mcfg, final) + collapse_eval.extra_results(ens, state, data)
-    # a model may measure derived tensors (e.g. per-head W_Q^T W_K) beside its raw effective weights
-    views = {**theta, **(ens.model.probe_views(theta) if hasattr(ens.model, "probe_views") else {})}
-    for layer, families in probe_plan(ens, mcfg).items():
-        out.extend((layer, name, v) for name, v in measure(views[layer].detach(), families, mcfg).items())
-    return out
-
-
-def data_set_results(ens: Ensemble, state: State, data: TensorData, mcfg: dict, final: bool) -> list[Result]:
-    """Losses on the training set (or its evaluation sample) and the test set; classification: the
-    test accuracy and the penultimate features' homogeneity, from the same pass over the test set."""
-    n = mcfg["train_subset"] or data.n  # loss/train on the first n examples (large image sets)
-    x_fit, y_fit = (data.x[:n], data.y[:n]) if data.x_eval is None else (data.x_eval, data.y_eval)  # text: a sample
-    out = [("", names.LOSS_TRAIN, ens.full_loss(state.raw, x_fit, y_fit, state.buffers))]
-    classified = data.task == "classification" and data.x_test is not None
-    if classified:
-        logits, feats = ens.outputs(state.raw, data.x_test, state.buffers)
-        out.append(("", names.LOSS_TEST, vmap(ens.loss, in_dims=(0, None))(logits, data.y_test)))
-    elif data.x_test is not None:
-        out.append(("", names.LOSS_TEST, ens.full_loss(state.raw, data.x_test, data.y_test, state.buffers)))
-    out.append(("", names.ALIVE, state.alive))
-    if classified:
-        out.extend(feature_results(logits, feats, data.y_test, mcfg, final))
-    return out
-
-
-def feature_results(logits: torch.Tensor, feats: torch.Tensor, y: torch.Tensor, mcfg: dict,
-                    final: bool) -> list[Result]:
-    """Test accuracy and the penultimate features' homogeneity over the test set; at the final step,
-    with metrics.corr_matrix, also every entry i < j of their correlation matrix (for the heatmaps)."""
-    near = mcfg["near_corr"]
-    out = [("", names.ACC_TEST, (logits.argmax(-1) == y).double().mean(1)),
-           ("penultimate", names.near_identical(near), metrics.near_identical_pairs(feats, near))]
-    if final and mcfg["corr_matrix"]:
-        corr = metrics.feature_correlation(feats)
-        i, j = torch.triu_indices(corr.shape[1], corr.shape[1], 1)
-        out.extend(("penultimate", names.corr(a, b), v)
-                   for a, b, v in zip(i.tolist(), j.tolist(), corr[:, i, j].unbind(1)))
-    return out
 
 
 def converged(prev: dict, theta: dict, alive: torch.Tensor, tol: float) -> bool:

@@ -1,5 +1,5 @@
 """The collapse experiments in the engine (issue 17): stream data through the batcher (online loss,
-exact resume), the measures of symexp.collapse_eval on planted networks, the linear-VAE bank against
+exact resume), the measures of symexp.evaluation on planted networks, the linear-VAE bank against
 its closed form, the claims' measures on planted tables, and one-line config errors."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from symexp import collapse_eval, run
+from symexp import run
+from symexp.evaluation import posterior_collapse, stream
 from symexp.claims import neural_collapse as ncc
 from symexp.claims import plasticity as lp
 from symexp.claims import posterior_collapse as pc
@@ -123,9 +124,9 @@ def planted_ensemble() -> tuple[Ensemble, object]:
 def test_mirror_plane_units_are_counted_apart_from_dead_units():
     ens, state = planted_ensemble()
     x = torch.rand(50, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    _, acts = collapse_eval.member_forward(ens, state, x, per_member=False, hidden=True)
+    _, acts = stream.member_forward(ens, state, x, per_member=False, hidden=True)
     got = {(layer, metric): v.tolist() for layer, metric, v in
-           collapse_eval.hidden_unit_results(ens, state, acts, {"unit_tol": 0.1, "dead_tau": 0.1})}
+           stream.hidden_unit_results(ens, state, acts, {"unit_tol": 0.1, "dead_tau": 0.1})}
     assert got["hidden1", names.DEAD_UNITS] == [2.0, 2.0]  # the zero unit and the biased-off unit
     assert got["hidden1", names.zero_plane(1e-3)] == [1.0, 1.0]  # only the zero unit is on the plane
     assert got["hidden1", names.duplicates(0.1)] == [1.0, 1.0]  # units 2 and 3
@@ -161,8 +162,8 @@ def test_linear_vae_bank_is_independent_vaes_and_its_optimum_reads_as_the_closed
     members = member_table({"seeds": [0], "weight_decays": [0.0], "lrs": [0.1], "label_noises": [0.0]})
     ens = Ensemble(vae, Plain(), Intact(), members, "objective", torch.device("cpu"), torch.float64)
     raw = {"weight.w": Ws.reshape(1, 18, 3), "encoder.w": Vs.reshape(1, 9, 6), "log_var.w": opt["encoder_var"].log().reshape(1, 9)}
-    got = {(layer, metric): v.item() for layer, metric, v in
-           collapse_eval.posterior_results(ens, State(raw=raw, opt={}, alive=torch.ones(1, dtype=torch.bool)), data)}
+    state = State(raw=raw, opt={}, alive=torch.ones(1, dtype=torch.bool))
+    got = {(layer, metric): v.item() for layer, metric, v in posterior_collapse.posterior_results(ens, state, data)}
     for beta, count in zip(betas, (1, 2, 3)):
         layer = names.beta_layer(beta)
         assert got[layer, names.active_latents(0.01)] == got[layer, names.ref_active_latents(0.01)] == count

@@ -14,7 +14,7 @@ from symexp.data import TensorData
 from symexp.ensemble import Ensemble, member_table
 from symexp.metrics import homogeneity, names
 from symexp.models.mlp import MLP
-from symexp.train import data_set_results
+from symexp.evaluation.data_set import data_set_results
 
 TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 MEMBERS = member_table(dict(seeds=[0, 1], weight_decays=[0.0, 0.1], lrs=[0.05], label_noises=[0.0]))

@@ -18,7 +18,7 @@ from symexp.metrics import names
 from symexp.plots import fig1_right
 from symexp.run import run_job
 from symexp.symmetry import breaking
-from symexp.train import measure
+from symexp.evaluation.weights import measure
 from conftest import LEDGER_KEYS, ledger_rows
 from tests.test_images import require_fashion_mnist
 

@@ -13,7 +13,7 @@ from symexp.data.images import write_cifar10_like
 from symexp.ensemble import Ensemble, member_table
 from symexp.models.resnet import ResNet18
 from symexp.run import run_job
-from symexp.train import measure
+from symexp.evaluation.weights import measure
 
 
 def test_parameter_count_and_shapes():

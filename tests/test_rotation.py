@@ -14,7 +14,7 @@ from symexp.run import run_job
 from symexp.symmetry import breaking, rotation
 from symexp.symmetry.breaking import Intact, Residual
 from symexp.symmetry.rotation import Rotation
-from symexp.train import measure
+from symexp.evaluation.weights import measure
 
 TINY = ["experiment=fig1_middle", "data.n_train=40", "data.dim=6", "train.steps=40", "train.eval_every=20",
         "ensemble.seeds=[0]", "ensemble.weight_decays=[0.0,0.2]", "ensemble.lrs=[0.01]", "references=[]"]

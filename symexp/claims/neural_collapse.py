@@ -2,7 +2,7 @@
 symmetries favour low-rank, homogeneous penultimate features: class-mean collapse (NC1 falls with weight
 decay) and a feature rank that falls towards C - 1. Removing the symmetry (syre) is measured beside it.
 
-Values are seed means at the last step, on the training features (symexp.collapse_eval). Neural collapse is
+Values are seed means at the last step, on the training features (symexp.evaluation.neural_collapse). Neural collapse is
 defined in the terminal phase, so its start is measured, per member: the first evaluation from which the
 training accuracy stays at 100 % to the end (NaN when the last one is below 100 %).
 
@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from symexp.claims import Check, exposure, final, has, select
-from symexp.collapse_eval import FEATURE_RANK_TAU as RANK_TAU
+from symexp.evaluation.neural_collapse import FEATURE_RANK_TAU as RANK_TAU
 from symexp.metrics import names
 from symexp.optim import mean_schedule_factor
 

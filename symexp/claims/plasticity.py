@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from symexp.claims import Check, ClaimError, has
-from symexp.collapse_eval import ZERO_PLANE_TAUS
+from symexp.evaluation.stream import ZERO_PLANE_TAUS
 from symexp.metrics import names
 
 SCR, PERMUTED = "plasticity_scr", "plasticity_permuted"

@@ -3,7 +3,7 @@ the KL (or weight decay) as gamma, switches latent directions off at a threshold
 threshold is exact: latent j is active iff lambda_j > beta eta^2 (symexp.theory_posterior; Lucas et al.).
 
 Cells are (member, beta) at the last step: a latent is active when its expected KL exceeds
-collapse_eval.ACTIVE_KL. PC1 compares with the closed form, which is theory, not a tuned threshold;
+evaluation.posterior_collapse.ACTIVE_KL. PC1 compares with the closed form, which is theory, not a tuned threshold;
 removing the symmetry (syre) is a negative control: it must not revive a latent whose collapse is the
 optimum. Disclosure: the plain job (breaking=none) ran twice while the protocol was calibrated, before
 these checks were written: at 3000 steps one cell of 27 at the smallest beta had not yet switched its
@@ -20,7 +20,7 @@ from __future__ import annotations
 import pandas as pd
 
 from symexp.claims import Check, final, has, select
-from symexp.collapse_eval import ACTIVE_KL
+from symexp.evaluation.posterior_collapse import ACTIVE_KL
 from symexp.metrics import names
 
 EXPERIMENT = "posterior_collapse"

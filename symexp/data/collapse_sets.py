@@ -2,7 +2,7 @@
 Gaussian samples with a known covariance spectrum for posterior collapse.
 
 Each returns a TensorData subclass: its type tells the evaluation what to measure beyond the usual
-(symexp.collapse_eval): NC1-NC4 on the training features, or the active latents of a linear VAE
+(symexp.evaluation): NC1-NC4 on the training features, or the active latents of a linear VAE
 against the closed form (symexp.theory_posterior).
 """
 from __future__ import annotations

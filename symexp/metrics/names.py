@@ -92,7 +92,7 @@ def corr_pair(metric: str) -> tuple[int, int] | None:
     return (int(parts[1]), int(parts[2])) if len(parts) == 3 and parts[0] == "corr" else None
 
 
-# ---- continual learning, neural and posterior collapse (issue 17; symexp.collapse_eval) ----------
+# ---- continual learning, neural and posterior collapse (issue 17; symexp.evaluation) -------------
 LOSS_ONLINE = "loss/online"  # mean loss of each training batch before its step, over the eval window
 LOSS_PROBE = "loss/probe"  # regression streams: error on the fixed probe set
 ACC_TRAIN = "acc/train"

@@ -11,7 +11,7 @@ blind to scale: a weight that weight decay drove to ~1e-13 but not yet to float 
 spectrum and reads as high rank, and `atol` says at which size a direction stops mattering.
 
 Every measure also takes `sv`, the matrix's `singular_values(W)` when the caller has them already
-(symexp.train.measure computes them once per tensor for all its rank measures).
+(symexp.evaluation.weights.measure computes them once per tensor for all its rank measures).
 """
 import torch
 

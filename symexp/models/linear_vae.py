@@ -46,7 +46,7 @@ class LinearVAEConfig(Model):
 
 
 class LinearVAE(nn.Module):
-    probes: dict = {}  # no weight structure measured: the evaluation reads the blocks (symexp.collapse_eval)
+    probes: dict = {}  # no weight structure measured: symexp.evaluation.posterior_collapse reads the blocks
 
     def __init__(self, dim: int, latents: int, betas: list[float], noise_var: float, init_scale: float):
         super().__init__()

@@ -118,7 +118,7 @@ class TanhNet(nn.Module):
         return forward(self.weight, x)
 
     def probe_views(self, theta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The measured tensors of `weight` [M, h, 1 + d] (norms of each, symexp.train.measure)."""
+        """The measured tensors of `weight` [M, h, 1 + d] (norms of each, symexp.evaluation.weights.measure)."""
         w = theta["weight"]
         views = {"weight": w, **{f"unit{i}": w[:, i] for i in range(w.shape[1])}}
         views["sign_break"] = w[:, :self.dead_units]

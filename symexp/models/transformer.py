@@ -84,7 +84,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, n_head) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(d_model, bias=False)
         self.head = nn.Linear(d_model, vocab_size, bias=False)
-        # every probe is a matrix; its rank metrics (symexp.train.measure) are logged per layer and head
+        # every probe is a matrix; its rank metrics (symexp.evaluation.weights.measure) are logged per layer and head
         self.probes = {f"L{layer}.{name}": ("rank",) for layer in range(n_layer)
                        for name in ("qk", "ov", "q", "k", *(f"h{h}.{p}" for h in range(n_head) for p in ("qk", "ov")))}
         self.reset_parameters()
