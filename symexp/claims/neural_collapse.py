@@ -150,8 +150,8 @@ CHECKS = [
           rests_on=PREMISE),
     Check("NC2", "rank_falls", "paper", "plain: Spearman rho of (wd, centred feature rank) over the wd grid" + FIXED,
           lambda t: trend(t, RANK), RHO, "<=", PLAIN, _values(RANK), rests_on=PREMISE),
-    Check("NC2", "rank_bound", "paper", f"plain: centred penultimate feature rank (tau {RANK_TAU:g}) at the largest wd, "
-          f"against 2 (C - 1) = {2 * (CLASSES - 1)}" + FIXED, lambda t: by_wd(t, RANK, "none").iloc[-1],
+    Check("NC2", "rank_bound", "paper", f"plain: centred penultimate feature rank (tau {RANK_TAU:g}) at the largest "
+          f"wd, against 2 (C - 1) = {2 * (CLASSES - 1)}" + FIXED, lambda t: by_wd(t, RANK, "none").iloc[-1],
           2 * (CLASSES - 1), "<=", PLAIN, _values(RANK), rests_on=PREMISE),
     Check("NC2", "etf_falls", "informational", "Papyan's NC2, not predicted by the symmetry argument: plain: ETF error "
           "at the largest wd minus at wd 0" + FIXED, lambda t: largest_minus_zero(t, names.ETF_ERROR), 0.0, "<",
