@@ -10,8 +10,12 @@ from torch.func import vmap
 from symexp import optim
 from symexp.claims import UNDECIDED, evaluate
 from symexp.claims import neural_collapse as ncc
-from symexp.ensemble import one_hot_squared_error, task_loss
+from symexp.data import TensorData
+from symexp.ensemble import Ensemble, member_table, one_hot_squared_error, task_loss
 from symexp.metrics import names
+from symexp.models.mlp import MLPConfig
+from symexp.symmetry.breaking import Intact
+from symexp.symmetry.plain import Plain
 
 
 def test_step_schedule_divides_by_ten_at_a_third_and_two_thirds():
@@ -31,6 +35,23 @@ def test_squared_loss_to_one_hot_targets_is_exact_and_vmaps():
     stacked = torch.stack([logits, 2 * logits])  # two members, as the engine calls it
     assert vmap(one_hot_squared_error, in_dims=(0, None))(stacked, y).tolist() == pytest.approx(
         [1.75, one_hot_squared_error(2 * logits, y).item()])
+
+
+def test_model_loss_mse_reaches_the_engine():
+    """`model.loss: mse` on the MLP is the loss the ensemble trains and evaluates (cross-entropy by default)."""
+    data = TensorData(x=torch.randn(4, 1, 2, 2), y=torch.tensor([0, 1, 2, 1]), task="classification",
+                      classes=("a", "b", "c"))
+    members = member_table({"seeds": [0], "weight_decays": [0.0], "lrs": [0.1], "label_noises": [0.0]})
+
+    def engine(cfg):
+        return Ensemble(cfg.build(data), Plain(), Intact(), members, "classification", torch.device("cpu"),
+                        torch.float32)
+    ens = engine(MLPConfig(widths=[5], loss="mse"))
+    assert ens.loss is one_hot_squared_error
+    assert engine(MLPConfig(widths=[5])).loss is torch.nn.functional.cross_entropy
+    logits = ens.outputs(ens.raw0, data.x)[0][0]  # member 0's [N, C]
+    by_hand = ((logits - torch.eye(3)[data.y]) ** 2).sum(1).mean()
+    assert ens.full_loss(ens.raw0, data.x, data.y).item() == pytest.approx(by_hand.item(), rel=1e-5)
 
 
 def planted(acc: dict, nc1: dict, rank: dict, steps=(0, 100, 200, 300)) -> pd.DataFrame:
