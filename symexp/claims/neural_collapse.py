@@ -8,7 +8,10 @@ training accuracy stays at 100 % to the end (NaN when the last one is below 100 
 
 Rows, derived from the theory and fixed, with their thresholds, before the first full run of this protocol
 (issue 23; results/protocols/neural_collapse.md). The calibration runs of the protocol log had been seen;
-the thresholds are the theory's directions and bounds, not values read off them.
+the thresholds are the theory's directions and bounds, not values read off them. Disclosure: that first full
+run used 1000 images; its premise held only by the seeds' luck (wd 0 reached the terminal phase by T/2 in 3
+of 6 seeds, and not in an eager rerun), so the data became 800 images (6 of 6 seeds), with every row and
+threshold unchanged; the first run's paper rows had been seen by then.
 * NC0/terminal_phase, premise: plain reaches the terminal phase for at least half of training and collapses:
   among the plain wd arms whose every seed is at 100 % training accuracy from step T/2 or earlier on, the
   smallest NC1 is <= 0.1 (Papyan et al.'s curves fall far below it). Every other row rests on it.
