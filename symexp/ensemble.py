@@ -55,11 +55,19 @@ def member_table(ens: dict) -> list[dict]:
     return [dict(member=m, **dict(zip(MEMBER_KEYS, vals)), gamma=vals[1] / 2) for m, vals in enumerate(grid)]
 
 
-def task_loss(task: str):
+def one_hot_squared_error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """|logits - e_y|^2 summed over classes, averaged over samples: classification by the squared loss
+    (Han, Papyan & Donoho, ICLR 2022, for neural collapse); the one-hot built by comparison, as vmap allows."""
+    target = (y[..., None] == torch.arange(logits.shape[-1], device=logits.device)).to(logits.dtype)
+    return (logits - target).pow(2).sum(-1).mean()
+
+
+def task_loss(task: str, classification: str = "cross_entropy"):
+    """The data loss of a task; `classification` (a model's choice) picks cross_entropy or mse."""
     if task == "regression":
         return lambda pred, y: (pred - y).pow(2).mean()
     if task == "classification":
-        return F.cross_entropy
+        return one_hot_squared_error if classification == "mse" else F.cross_entropy
     if task == "objective":  # the model returns its own loss (a linear VAE's negative ELBO); no targets
         return lambda loss, y: loss
     if task == "language":  # next-token logits [B, T, V] against token ids [B, T]: mean over all B * T
@@ -90,7 +98,7 @@ class Ensemble:
         self.model = model.to(device, dtype)
         self.symmetry = symmetry
         self.members = members
-        self.loss = task_loss(task)
+        self.loss = task_loss(task, getattr(model, "classification_loss", "cross_entropy"))
         self.device, self.dtype = device, dtype
         self.hyper = {k: torch.tensor([m[k] for m in members], device=device, dtype=dtype)
                       for k in ("weight_decay", "lr", "label_noise")}

@@ -107,7 +107,7 @@ class SGD(Component):
     name: Literal["sgd"] = "sgd"
     momentum: Annotated[float, Range(0, 1, hi_open=True)] = 0.0
     batch_size: Optional[Count] = None  # null = the whole training set every step
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Literal["constant", "cosine", "step"] = "constant"
 
     def rule(self) -> Rule:
         return Rule("sgd", momentum=self.momentum)
@@ -121,7 +121,7 @@ class Adam(Component):
     betas: list[Annotated[float, Range(0, 1, hi_open=True)]] = field(default_factory=lambda: [0.9, 0.999])
     eps: Positive = 1e-8
     batch_size: Optional[Count] = 32
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Literal["constant", "cosine", "step"] = "constant"
 
     def check(self, parts, c: dict) -> None:
         if len(self.betas) != 2:
@@ -144,4 +144,11 @@ def schedule_factor(kind: str, step: int, total: int) -> float:
         return 1.0
     if kind == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * step / total))
-    raise ValueError(f"optim.schedule: unknown {kind!r}; allowed: constant, cosine")
+    if kind == "step":  # Papyan, Han & Donoho (2020): x0.1 at 1/3 and at 2/3 of training
+        return 0.1 ** (3 * step // total)
+    raise ValueError(f"optim.schedule: unknown {kind!r}; allowed: constant, cosine, step")
+
+
+def mean_schedule_factor(kind: str, total: int) -> float:
+    """The mean of `schedule_factor` over the `total` steps of a run (its lr's mean over the base lr)."""
+    return sum(schedule_factor(kind, t, total) for t in range(total)) / total

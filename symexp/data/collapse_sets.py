@@ -38,7 +38,7 @@ class BalancedImages(DataSet):
 
     name: Literal["balanced_fashion_mnist"] = "balanced_fashion_mnist"
     root: Optional[str] = None  # null = /usr/share/datasets/fashion-mnist
-    per_class: Count = 50
+    per_class: Count = 80
     pool: Count = 2  # 2: 14 x 14
     n_test: Optional[Count] = 2000  # the first n test images (null = all)
     kind = "images"

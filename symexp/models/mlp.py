@@ -8,7 +8,8 @@ v_i = v_j is a homogeneous ensemble (paper.md 3). Each hidden layer is probed as
 With a regression task the head is one linear output, returned as [N] (ffnn: the 20-5-1 learner of
 slowly-changing regression). `init: kaiming` is the loss-of-plasticity repo's
 (`lop/nets/ffnn.py`): Kaiming-uniform hidden weights for the activation, Kaiming-uniform "linear"
-output weights, every bias 0; `init: torch` is nn.Linear's default.
+output weights, every bias 0; `init: torch` is nn.Linear's default. `loss: mse` trains a classifier on the
+squared distance of its logits to the one-hot target instead of cross-entropy (symexp.ensemble.task_loss).
 """
 from __future__ import annotations
 
@@ -32,13 +33,14 @@ class MLPConfig(Model):
     activation: Literal["relu", "tanh"] = "relu"
     init: Literal["torch", "kaiming"] = "torch"  # nn.Linear's default | LoP's (Kaiming-uniform, biases 0)
     count_zeros: bool = False  # count hidden units exactly 0 on each training example (LoP's per-example measure)
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"  # classification: CE | |logits - one-hot|^2
     reads = ("images",)
 
     def build(self, data) -> nn.Module:
         scalar = data.task == "regression"
         n_out = 1 if scalar else len(data.classes)
         return MLP(data.x[0].numel(), self.widths, n_out, self.activation, init=self.init, scalar_output=scalar,
-                   count_zeros=self.count_zeros)
+                   count_zeros=self.count_zeros, classification_loss=self.loss)
 
 
 @dataclass
@@ -53,9 +55,11 @@ class FFNNConfig(MLPConfig):
 
 class MLP(nn.Module):
     def __init__(self, in_features: int, widths: list[int], n_out: int, activation: str,
-                 init: str = "torch", scalar_output: bool = False, count_zeros: bool = False):
+                 init: str = "torch", scalar_output: bool = False, count_zeros: bool = False,
+                 classification_loss: str = "cross_entropy"):
         super().__init__()
         self.act, self.activation, self.init, self.scalar_output = ACTIVATIONS[activation], activation, init, scalar_output
+        self.classification_loss = classification_loss  # read by symexp.ensemble.task_loss
         dims = [in_features, *widths, n_out]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.probes = {f"hidden{i + 1}": ("units",) for i in range(len(widths))}

@@ -2,8 +2,9 @@
 
 (a) NC1 at the last step vs weight decay, plain (solid) and syre (dashed); (b) the centred feature rank
 of the penultimate features, with C - 1 marked; (c) NC2 (ETF error, equinorm) and NC3 vs weight decay;
-(d) NC1 over training for each weight decay (plain). Mean +- sd over seeds; wd = 0 is drawn at the left
-edge of the log axis.
+(d) NC1 over training for each weight decay (plain), a dot where the terminal phase starts (the latest seed's
+measured start; none when an arm never holds 100 % training accuracy to the end). Mean +- sd over seeds; wd = 0
+is drawn at the left edge of the log axis.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from symexp.claims import final  # noqa: E402
-from symexp.claims.neural_collapse import CLASSES, EXPERIMENT, RANK  # noqa: E402
+from symexp.claims.neural_collapse import CLASSES, EXPERIMENT, RANK, arms  # noqa: E402
 from symexp.metrics import names  # noqa: E402
 from symexp.plots import band, save  # noqa: E402
 
@@ -47,10 +48,14 @@ def draw(table: pd.DataFrame, out_dir: Path) -> list[Path]:
         _vs_wd(axes[2], last, metric, left, color=f"C{i + 1}", label=label)
     axes[2].set(xscale="log", ylabel="distance from the simplex ETF", title="(c) NC2 and NC3")
     plain = t[(t.breaking == "none") & (t.metric == names.NC1)]
+    starts = arms(t).start
     for i, (wd, s) in enumerate(plain.groupby("weight_decay")):
         m = s.groupby("step").value.mean()
-        axes[3].plot(m.index, m.values, color=plt.cm.viridis(i / max(1, len(wds))), label=f"wd {wd:g}")
-    axes[3].set(yscale="log", xlabel="step", ylabel="NC1", title="(d) NC1 during training (plain)")
+        color = plt.cm.viridis(i / max(1, len(wds)))
+        axes[3].plot(m.index, m.values, color=color, label=f"wd {wd:g}")
+        if not np.isnan(starts.get(wd, np.nan)):
+            axes[3].plot([starts[wd]], [m[starts[wd]]], "o", color=color)
+    axes[3].set(yscale="log", xlabel="step", ylabel="NC1", title="(d) NC1 during training (plain; • terminal phase)")
     for ax in axes[:3]:
         ax.set_xlabel(f"weight decay (wd = 0 drawn at {left:.0e})")
     for ax in axes:
