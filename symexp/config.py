@@ -23,6 +23,20 @@ from symexp.schema import Count, Fraction, NonNeg, NonNegInt, Positive, Range, a
 __all__ = ["Config", "ConfigError", "unnamed_keys", "validate", "validate_parts"]
 
 
+def launch_dir() -> str:
+    """`${symexp.cwd:}`, where paths.results lives: the directory the command was launched from. Hydra's own
+    `${hydra:runtime.cwd}` fails in a multirun, whose sweep dir is resolved before HydraConfig is set
+    (hydra#2247); a job sees Hydra's runtime.cwd, so a launcher that moves it elsewhere still writes there."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
+
+
+OmegaConf.register_new_resolver("symexp.cwd", launch_dir, replace=True)
+
+
 @dataclass
 class Reg:
     name: Literal["l2"] = "l2"

@@ -41,6 +41,16 @@ def test_multirun_collect_and_rerun_skips(tmp_path):
     assert {j: json.loads((j / "status.json").read_text())["started"] for j in jobs} == started
 
 
+def test_readme_multirun_without_paths_writes_under_the_launch_directory(tmp_path):
+    """`python -m symexp.run -m experiment=...` as the README writes it, with no paths.results: the sweep dir
+    is resolved before Hydra sets its runtime config (it once failed: 'HydraConfig was not set')."""
+    r = subprocess.run([PYTHON, "-m", "symexp.run", "-m", "experiment=fig1_left", "symmetry=plain", "breaking=none",
+                        *FAST], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    statuses = list((tmp_path / "results" / "runs" / "quick" / "fig1_left").rglob("status.json"))
+    assert statuses and all(json.loads(s.read_text())["state"] == "done" for s in statuses)
+
+
 def test_single_run_writes_its_job_and_warns_of_nothing(tmp_path):
     """Without -m: one job in hydra.run.dir, and stderr free of callback warnings (the sweep report's
     on_job_end once raised there, before any multirun had started)."""
