@@ -129,17 +129,11 @@ def experiment_section(results: Path, scale: str, exp: str, wall_s: float | None
     return "\n\n".join(parts)
 
 
-def mean_schedule_factor(kind: str, steps: int) -> float:
-    """The lr schedule's multiplier averaged over the run (1 for constant, 1/2 for cosine)."""
-    grid = range(0, steps, max(1, steps // 1000))
-    return sum(optim.schedule_factor(kind, t, steps) for t in grid) / len(grid)
-
-
 def decay_rate(o: dict, lr: float, steps: int) -> float | None:
     """eta_eff, the per-step shrink factor of a weight with no gradient per unit of wd: lr / (1 - momentum) for
     SGD, lr for AdamW's decoupled decay, both times the mean schedule factor; None for Adam, whose coupled L2
     is rescaled per coordinate by its preconditioner (no single rate)."""
-    factor = mean_schedule_factor(o.get("schedule", "constant"), steps)
+    factor = optim.mean_schedule_factor(o.get("schedule", "constant"), steps)
     if o.get("name") == "sgd":
         return lr / (1.0 - float(o.get("momentum", 0.0))) * factor
     if o.get("name") == "adamw":
