@@ -70,14 +70,16 @@ def _describe(graph: OpGraph, s: Space) -> str:
 
 def _finding(graph: OpGraph, s: Space) -> Finding:
     first = graph.ops[s.writers[0]]
-    layer = first.label if len(s.writers) == 1 else f"{first.label}:stream"
+    adds = any(graph.ops[t].kind == "add" for t in s.tensors)  # a residual connection joins the writers
+    layer = f"{first.label}:stream" if adds else first.label
     acts = [t for t in sorted(s.tensors) if graph.ops[t].kind == "act" and s.tensors[t][1] == 1]
     act = acts[0] if acts else None
     spec = {"h": s.h, "parts": sorted(s.parts.items()), "act": act,
-            "act_axis": None if act is None else s.tensors[act][0], "batch_norms": s.batch_norms,
+            "act_axis": None if act is None else s.tensors[act][0],
+            "batch_norms": [graph.ops[b].params["weight"] for b in s.batch_norms if "weight" in graph.ops[b].params],
             "writers": [graph.ops[w].params["weight"] for w in s.writers]}
     note = "" if len(s.writers) == 1 else (f"one permutation of {s.h} channels written by {len(s.writers)} maps "
-                                           f"and read by {len(s.readers)} (a residual stream)")
+                                           f"and read by {len(s.readers)}" + (" (a residual stream)" if adds else ""))
     return Finding("permutation", layer, set(s.ops), tuple(sorted(s.parts)), spec, note)
 
 

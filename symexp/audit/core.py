@@ -12,6 +12,7 @@ from symexp.audit.discover import Discovery, discover
 from symexp.audit.errors import AuditError
 from symexp.audit.graph import Finding
 from symexp.audit.trace import trace
+from symexp.audit.verify import verify as check
 from symexp.audit.units import head_blocks, inner_matrices, space_vectors, unit_parts
 
 TRACED = {"run": "traced by running the model", "fx": "traced with torch.fx",
@@ -32,7 +33,7 @@ def thresholds(**given) -> ms.Thresholds:
 
 
 def audit(model: nn.Module, example_inputs=None, *, offsets: Tensors | None = None,
-          softmax_output: bool | None = None, **thresholds_) -> pd.DataFrame:
+          softmax_output: bool | None = None, verify: bool = False, **thresholds_) -> pd.DataFrame:
     """One row per layer x symmetry x measure (columns `COLUMNS`) for a live model.
 
     example_inputs: a tensor, tuple or dict the model's forward accepts; adds the data-dependent view
@@ -44,13 +45,45 @@ def audit(model: nn.Module, example_inputs=None, *, offsets: Tensors | None = No
     ||v_i|| < dead_tau max_j ||v_j||), unit_tol=0.1 (duplicate pair: 2||v_i - v_j||^2 / (||v_i||^2 + ||v_j||^2)
     < unit_tol), rank_tau=1e-3 and rank_atol=0 (direction off: sigma <= max(rank_tau sigma_1, rank_atol)),
     active_atol=0 (never active: max |activation| <= active_atol), origin_rtol=1e-6 (theta_0 on a plane).
+    verify: apply a random element of every finding's group to a copy of the model and add, per finding,
+    the relative change of its outputs in train and eval mode (measures verify_train, verify_eval; a change
+    above the tolerance in a mode the finding claims is flagged as a bug of the audit).
     """
     th = thresholds(**thresholds_)
     theta = {n: p.detach()[None] for n, p in model.named_parameters()}
     _check_offsets(offsets, theta)
     found = discover(trace(model, example_inputs), softmax_output)
     theta0 = None if offsets is None else {n: torch.as_tensor(b).reshape(theta[n].shape).to(theta[n]) for n, b in offsets.items()}
-    return measure(found, theta, th, theta0)
+    df = measure(found, theta, th, theta0)
+    return verified(df, model, found, softmax_output) if verify else df
+
+
+def verified(df: pd.DataFrame, model: nn.Module, found: Discovery, softmax_output) -> pd.DataFrame:
+    """df with each finding's verification rows (one member: the live model) and a note that sums them up."""
+    if found.graph.probe is None:
+        df.attrs["notes"].append("not verified: the model was not run (no input it accepts)")
+        return df
+    results = check(model, found.graph.probe, found.findings, found.graph.transposed, softmax_output=softmax_output)
+    rows = ms.Rows(1)
+    bugs, worst = [], 0.0
+    for f, r in zip(found.findings, results):
+        for mode in ("train", "eval"):
+            holds = r[mode] <= r["tol"]
+            if mode in r["claims"]:
+                worst = max(worst, r[mode])
+                note = "holds" if holds else f"AUDIT BUG: this {f.symmetry} changed the output in {mode} mode"
+                bugs += [] if holds else [f"{f.layer} ({f.symmetry}, {mode})"]
+            else:
+                note = ("also holds" if holds else f"not a symmetry in {mode} mode (claimed for "
+                        f"{' and '.join(r['claims'])} only): BatchNorm's running statistics are buffers")
+            rows.add(f.layer, f.symmetry, f"verify_{mode}", r[mode], threshold=r["tol"], note=note)
+    extra = pd.DataFrame(rows.rows, columns=COLUMNS)
+    extra["count"], extra["of"] = extra["count"].astype("Int64"), extra["of"].astype("Int64")
+    out = pd.concat([df, extra], ignore_index=True)
+    out.attrs = {**df.attrs, "notes": [*df.attrs["notes"], f"verified {len(results)} findings (a random group element "
+                 f"each, train and eval mode): largest change {worst:.1e} where claimed; "
+                 + (f"AUDIT BUGS: {', '.join(bugs)}" if bugs else "no audit bug")]}
+    return out
 
 
 def _check_offsets(offsets, theta: Tensors) -> None:

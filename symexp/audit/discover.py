@@ -91,7 +91,7 @@ def _merge(graph: OpGraph, found: list[Finding]) -> tuple[list[Finding], dict[st
                                    f"{other}, which the symmetry would have to move too")
             continue
         if f.instances > 1:
-            f.note = "; ".join(filter(None, [f.note, f"applied {f.instances} times (shared weights)"]))
+            f.note = "; ".join(filter(None, [f.note, f"applied {f.instances} times (shared weights, or the model calls it again)"]))
         kept.append(f)
     return kept, tied
 
@@ -280,8 +280,9 @@ def find_scale(graph: OpGraph) -> list[Finding]:
         if not per_channel and tuple(norm.meta.get("normalized_shape", ())) != (h,):
             continue
         spec = {"w": op.params["weight"], "biases": biases, "per_channel": per_channel}
-        note = ("each output channel's weights can be scaled by any lambda > 0" if per_channel else
-                "the whole weight can be scaled by any lambda > 0") + ": no mirror plane, no structure implied"
+        note = ("each output channel's weights can be scaled by any lambda > 0 (train mode: BatchNorm's running "
+                "statistics do not follow in eval mode)" if per_channel else "the whole weight can be scaled by any "
+                "lambda > 0") + "; exact up to the norm's eps; no mirror plane, no structure implied"
         out.append(Finding("scale", op.label, path | {norms[0]}, tuple(sorted({op.params["weight"], *biases})), spec, note))
     return out
 
@@ -304,7 +305,7 @@ def find_translation(graph: OpGraph, softmax_output: bool | None) -> list[Findin
         params = tuple(p for p in (op.params["weight"], op.params.get("bias")) if p)
         ops = {i} | ({graph.users(cur)[0]} if explicit else set())
         out.append(Finding("translation", op.label, ops, params,
-                           {"w": op.params["weight"], "b": op.params.get("bias")}, note))
+                           {"w": op.params["weight"], "b": op.params.get("bias"), "explicit": explicit}, note))
     return out
 
 

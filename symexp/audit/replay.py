@@ -35,8 +35,9 @@ class _Replay:
         shape = op.meta.get("shape")
         if shape is None:
             return None
-        if op.kind == "linear":
-            return None  # another projection: heads mix two sources
+        if op.kind == "linear":  # the same projection on earlier positions (a KV cache): the same features
+            same = op.params.get("weight") == self.graph.ops[self.source].params.get("weight")
+            return torch.arange(shape[-1]).expand(shape) if same else None
         if op.kind == "item":
             split = g.ops[op.inputs[0]]
             v = self.value(split.inputs[0]) if split.inputs else None
@@ -142,10 +143,10 @@ def _source(graph: OpGraph, t: int) -> int | None:
             continue
         seen.add(j)
         op = graph.ops[j]
-        if op.kind == "linear":
-            if found is not None and found != j:
+        if op.kind == "linear":  # one projection (applied again to a cache's earlier positions)
+            if found is not None and graph.ops[found].params.get("weight") != op.params.get("weight"):
                 return None
-            found = j
+            found = j if found is None else found
             continue
         stack.extend(i for i in (graph.ops[op.inputs[0]].inputs if op.kind == "item" else op.inputs)
                      if not constant(graph, i))

@@ -134,7 +134,8 @@ class LlamaAttention(nn.Module):
         group = self.n_head // self.n_kv
         k, v = (t[:, :, None].expand(B, self.n_kv, group, *t.shape[2:]).reshape(B, self.n_head, *t.shape[2:])
                 for t in (k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=past is None)
+        mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)  # causal, after the cache
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), cache
 
 
@@ -161,11 +162,11 @@ class LlamaBlock(nn.Module):
 
 
 class Llama(nn.Module):
-    """forward(idx) -> logits; with use_cache, forward(idx, past) -> (logits, cache) on a cache it is given
-    (a cache of `past_len` random positions when past is None)."""
+    """forward(idx) -> logits. use_cache: the first half of the tokens fills a KV cache, the second half
+    attends to it (the keys and values of earlier positions concatenated, as in generation)."""
 
     def __init__(self, vocab: int = 256, d: int = 64, n_layer: int = 2, n_head: int = 8, n_kv_head: int = 2,
-                 hidden: int = 96, tie: bool = False, use_cache: bool = False, past_len: int = 3):
+                 hidden: int = 96, tie: bool = False, use_cache: bool = False):
         super().__init__()
         self.embed_tokens = nn.Embedding(vocab, d)
         self.layers = nn.ModuleList(LlamaBlock(d, n_head, n_kv_head, hidden) for _ in range(n_layer))
@@ -173,21 +174,22 @@ class Llama(nn.Module):
         self.lm_head = nn.Linear(d, vocab, bias=False)
         if tie:
             self.lm_head.weight = self.embed_tokens.weight
-        self.use_cache, self.past_len = use_cache, past_len
+        self.use_cache = use_cache
 
-    def forward(self, idx, past=None):
+    def run(self, idx, past=None):
         x = self.embed_tokens(idx)
-        if self.use_cache and past is None:  # a cache from earlier positions, as in generation
-            a = self.layers[0].self_attn
-            g = torch.Generator().manual_seed(0)
-            past = [tuple(torch.randn(idx.shape[0], a.n_kv, self.past_len, a.dh, generator=g) for _ in "kv")
-                    for _ in self.layers]
         caches = []
         for i, layer in enumerate(self.layers):
-            x, cache = layer(x, past[i] if past is not None else None)
+            x, cache = layer(x, None if past is None else past[i])
             caches.append(cache)
-        logits = self.lm_head(self.norm(x))
-        return (logits, caches) if self.use_cache else logits
+        return self.lm_head(self.norm(x)), caches
+
+    def forward(self, idx):
+        if not self.use_cache:
+            return self.run(idx)[0]
+        half = idx.shape[1] // 2
+        first, cache = self.run(idx[:, :half])
+        return torch.cat([first, self.run(idx[:, half:], cache)[0]], dim=1)
 
 
 class ViTAttention(nn.Module):
