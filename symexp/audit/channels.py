@@ -39,8 +39,9 @@ class Space:
     escape: str = ""
 
 
-def find_spaces(graph: OpGraph, reasons: dict[int, str]) -> list[Finding]:
-    """One permutation finding per channel space that closes; reasons for the maps of those that do not."""
+def find_spaces(graph: OpGraph, reasons: dict[int, str], in_reasons: dict[int, str]) -> list[Finding]:
+    """One permutation finding per channel space that closes; reasons for the maps of those that do not
+    (`reasons` for writers' output rows, `in_reasons` for readers' input columns)."""
     out, seen = [], set()
     for i, op in enumerate(graph.ops):
         axis = _write_axis(graph, op)
@@ -49,8 +50,11 @@ def find_spaces(graph: OpGraph, reasons: dict[int, str]) -> list[Finding]:
         s = flood(graph, i, axis)
         seen |= set(s.tensors)
         if s.escape:
-            for j in s.writers + s.readers:
-                reasons.setdefault(j, f"channels shared with {_describe(graph, s)}: {s.escape}")
+            why = f"channels shared with {_describe(graph, s)}: {s.escape}"
+            for j in s.writers:
+                reasons.setdefault(j, why)
+            for j in s.readers:
+                in_reasons.setdefault(j, why)
             continue
         out.append(_finding(graph, s))
     return out
@@ -64,7 +68,7 @@ def _write_axis(graph: OpGraph, op: Op) -> int | None:
 
 
 def _describe(graph: OpGraph, s: Space) -> str:
-    labels = [graph.ops[w].label for w in s.writers]
+    labels = [graph.ops[w].label for w in s.writers] or [graph.ops[min(s.tensors)].label]
     return labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more maps"
 
 

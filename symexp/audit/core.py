@@ -110,10 +110,13 @@ def measure(found: Discovery, theta: Tensors, th: ms.Thresholds, theta0: Tensors
             r["note"] = "; ".join(filter(None, [r["note"], f.note]))
     for name, why in found.unclassified.items():
         rows.add(name, "unclassified", "parameters", float(theta[name][0].numel()), note=why)
+    for name, why in found.partial.items():
+        rows.add(name, "unclassified", "unanalysed_roles", float(theta[name][0].numel()), note=why)
     df = pd.DataFrame(rows.rows, columns=COLUMNS)
     df["count"], df["of"] = df["count"].astype("Int64"), df["of"].astype("Int64")
     df.attrs["trace"] = TRACED[found.graph.method]
     df.attrs["notes"] = list(found.notes)
+    df.attrs["covered"] = found.covered
     return df
 
 
