@@ -12,6 +12,7 @@ from symexp.audit.discover import Discovery, discover
 from symexp.audit.errors import AuditError
 from symexp.audit.graph import Finding
 from symexp.audit.trace import trace
+from symexp.audit import rotary
 from symexp.audit.verify import verify as check
 from symexp.audit.units import head_blocks, inner_matrices, space_vectors, unit_parts
 
@@ -153,21 +154,21 @@ def _double_rotation(rows, f: Finding, theta, th, origin, found) -> None:
     switched off; under rotary embeddings, QK's frequency blocks switched off instead of QK ranks."""
     w = head_blocks(f.spec, theta)
     M, H, dh, _ = w["q"].shape
-    groups, rotary = f.spec["groups"], f.spec.get("rotary")
+    groups, partner = f.spec["groups"], f.spec.get("rotary")
     G = len(groups)
     heads = [f"{f.layer}.h{h}" for h in range(H)]
     names = heads if G == H else [f"{f.layer}.kv{g}" for g in range(G)]
     g = _Grouped(groups, M)
     if G < H:  # each query head's invariants; the directions a rotation can switch off are its group's
         ms.rank_rows(rows, heads, "double_rotation", ms.product_core(w["o"], w["v"]), dh, th, prefix="ov_", off=False)
-        if rotary is None:
+        if partner is None:
             ms.rank_rows(rows, heads, "double_rotation", ms.product_core(w["q"].transpose(-2, -1), w["k"]), dh, th,
                          prefix="qk_", off=False)
     ms.rank_rows(rows, names, "double_rotation", ms.product_core(g.stacked(w["o"]), g.lead(w["v"])), dh, th, prefix="ov_")
     g_ov = torch.cat([g.lead(w["v"]), g.side(w["o"].transpose(-2, -1))], dim=-1)
     rows.add(f.layer, "double_rotation", "ov_direction_distance_min", ms.direction_distance(g_ov.flatten(0, 1)).view(M, G).amin(1))
-    if rotary is not None:
-        off, n_blocks = _rotary_blocks_off(w, g, rotary, th)
+    if partner is not None:
+        off, n_blocks = rotary.blocks_off(w, g.order, g.first, g.r, partner, th.dead_tau)
         for k, name in enumerate(names):
             rows.add(name, "double_rotation", "qk_off_blocks", off[:, k], of=n_blocks, threshold=th.dead_tau,
                      note="rotary 2x2 blocks with W_Q^T R(delta) W_K = 0 for every delta (both invariants zero)")
@@ -215,22 +216,6 @@ class _Grouped:
     def side(self, x):  # [M, H, dh, b] -> [M, G, dh, r*b]
         y = x[:, self.order].reshape(self.M, self.G, self.r, *x.shape[2:])
         return y.permute(0, 1, 3, 2, 4).reshape(self.M, self.G, x.shape[2], self.r * x.shape[3])
-
-
-def _rotary_blocks_off(w, g: _Grouped, partner: torch.Tensor, th: ms.Thresholds):
-    """Per group, the rotary blocks f whose QK invariants W_Q,f^T W_K,f and W_Q,f^T J W_K,f vanish for
-    every query head of the group: sum_h tr(A_h B) + tr(J^T A_h J B), A_h = Q_h,f Q_h,f^T, B = K_f K_f^T."""
-    a = torch.nonzero(torch.arange(len(partner)) < partner).flatten()
-    pairs = torch.stack([a, partner[a]], dim=1)  # [blocks, 2]
-    q, k = w["q"].double()[:, :, pairs], g.lead(w["k"]).double()[:, :, pairs]  # [M, H|G, blocks, 2, d_in]
-    A = q @ q.transpose(-2, -1)
-    A = A[:, g.order].reshape(g.M, g.G, g.r, *A.shape[2:]).sum(2)
-    B = k @ k.transpose(-2, -1)
-    J = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)
-    n = (A * B.transpose(-2, -1)).sum((-2, -1)) + ((J.T @ A @ J) * B.transpose(-2, -1)).sum((-2, -1))
-    scale = n.clamp_min(0) ** 0.25  # in units of the weights
-    off = scale < th.dead_tau * scale.amax(-1, keepdim=True)
-    return off.sum(-1).double(), len(a)
 
 
 def _scale(rows, f: Finding, theta, th, origin, found) -> None:

@@ -12,12 +12,12 @@ a scale symmetry is checked with the norm's eps at 0 (the eps breaks it by O(eps
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from symexp.audit import rotary
 from symexp.audit.graph import Finding
 
 DOUBLE_MAX = 20_000_000  # parameters up to which the copy is verified in float64
@@ -201,31 +201,11 @@ def _double_rotation(m, params, f, transposed, gen, dtype) -> None:
         w_o = _view(params, s["o"][0], transposed)
         for h in group:
             w_o[:, s["o"][1][h]] = w_o[:, s["o"][1][h]] @ S.T
-        A, A_inv_t = _qk_element(s.get("rotary"), dh, gen, dtype)
+        A, A_inv_t = rotary.element(s.get("rotary"), dh, gen, dtype) if s.get("rotary") is not None \
+            else (lambda R: (R, R))(_orthogonal(dh, gen, dtype))
         _rows_times(params, s["k"][0], transposed, s["k"][1][lead], A_inv_t)
         for h in group:
             _rows_times(params, s["q"][0], transposed, s["q"][1][h], A)
-
-
-def _qk_element(partner, dh: int, gen, dtype):
-    """(A, A^-T) acting on W_Q,h and W_K,g: any rotation without rotary embeddings; with them, per 2x2
-    frequency block a rotation times a rescaling (the matrices commuting with every rotary rotation)."""
-    if partner is None:
-        R = _orthogonal(dh, gen, dtype)
-        return R, R
-    A, A_inv_t = torch.zeros(dh, dh, dtype=dtype), torch.zeros(dh, dh, dtype=dtype)
-    for a in range(dh):
-        b = int(partner[a])
-        if a > b:
-            continue
-        phi = float(torch.rand((), generator=gen)) * 6.283185307179586
-        scale = 0.5 + 1.5 * float(torch.rand((), generator=gen))
-        c, sn = math.cos(phi), math.sin(phi)
-        idx = torch.tensor([a, b])
-        rot = torch.tensor([[c, -sn], [sn, c]], dtype=dtype)
-        A[idx[:, None], idx[None, :]] = scale * rot
-        A_inv_t[idx[:, None], idx[None, :]] = rot / scale
-    return A, A_inv_t
 
 
 def _scale(m, params, f, transposed, gen, dtype) -> None:
