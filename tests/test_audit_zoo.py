@@ -98,11 +98,14 @@ def test_llama_gqa_rope_cache_swiglu_rmsnorm_tied():
     assert df.attrs["covered"] == 1.0
 
 
-@pytest.mark.parametrize("kv, cache", [(1, False), (4, False)])
-def test_llama_heads_for_any_kv_group_count_with_or_without_cache(kv, cache):
-    model = zoo.Llama(vocab=32, d=32, n_layer=1, n_head=4, n_kv_head=kv, hidden=16, use_cache=cache)
+@pytest.mark.parametrize("kv, cache, enable_gqa", [(1, False, False), (4, False, False), (2, True, True)])
+def test_llama_heads_for_any_kv_group_count_with_or_without_cache(kv, cache, enable_gqa):
+    model = zoo.Llama(vocab=32, d=32, n_layer=1, n_head=4, n_kv_head=kv, hidden=16, use_cache=cache,
+                      enable_gqa=enable_gqa)  # enable_gqa: SDPA repeats K/V itself
+    df = checked(model)
     attn = [f for f in discover(trace(model, zoo.example_input(model))).findings if f.symmetry == "double_rotation"]
     assert len(attn) == 1 and len(attn[0].spec["groups"]) == kv and attn[0].spec["rotary"] is not None
+    assert df.attrs["covered"] == 1.0
 
 
 def test_vit_fused_qkv_unbind_and_bert():

@@ -74,7 +74,7 @@ def _describe(graph: OpGraph, s: Space) -> str:
 
 def _finding(graph: OpGraph, s: Space) -> Finding:
     first = graph.ops[s.writers[0]]
-    adds = any(graph.ops[t].kind == "add" for t in s.tensors)  # a residual connection joins the writers
+    adds = len(s.writers) > 1 and any(graph.ops[t].kind == "add" for t in s.tensors)  # a residual connection
     layer = f"{first.label}:stream" if adds else first.label
     acts = [t for t in sorted(s.tensors) if graph.ops[t].kind == "act" and s.tensors[t][1] == 1]
     act = acts[0] if acts else None
@@ -137,11 +137,8 @@ def _produced(graph: OpGraph, s: Space, t: int, queue) -> None:
         s.escape = f"a {'model input' if op.kind == 'input' else 'constant tensor (a buffer)'} is added to them"
         return
     if op.kind == "param_view":
-        if op.name not in ("expand", "unsqueeze"):
-            s.escape = f"{op.label} is reshaped into them"
-            return
         s.ops.add(t)
-        _param_part(graph, s, op, ax, len(shape))
+        _param_view(graph, s, op, ax, shape)
         return
     _link(graph, s, op, t, ("out", ax, r), queue)
 
@@ -203,6 +200,21 @@ def _link(graph: OpGraph, s: Space, op: Op, idx: int, known, queue) -> None:
             s.broadcast.append((j, ax_j))
         else:
             queue.append((j, ax_j, r_out))
+
+
+def _param_view(graph: OpGraph, s: Space, op: Op, ax: int, shape) -> None:
+    """A parameter expanded or reshaped into the channels (a class token, timm's gamma.reshape(1, -1, 1, 1))."""
+    name = next(iter(op.params.values()))
+    p_shape = graph.param_shapes[name]
+    if op.name == "expand":
+        _param_part(graph, s, op, ax, len(shape))
+        return
+    axes = [k for k in range(len(p_shape)) if op.name in ("view", "reshape", "unsqueeze", "squeeze", "flatten")
+            and _reshaped(p_shape, shape, k, 1) == (ax, 1)]
+    if axes:
+        s.parts[name] = axes[0]
+    else:
+        s.escape = f"{name} is reshaped into them"
 
 
 def _param_part(graph: OpGraph, s: Space, op: Op, ax: int, ndim: int, name: str | None = None) -> None:

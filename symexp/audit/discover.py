@@ -324,7 +324,7 @@ def find_translation(graph: OpGraph, softmax_output: bool | None) -> list[Findin
         if op.kind != "linear":
             continue
         cur = i
-        while len(graph.users(cur)) == 1 and graph.ops[graph.users(cur)[0]].kind in ("pass", "scalar", "shape", "flatten"):
+        while len(graph.users(cur)) == 1 and _keeps_classes(graph.ops[graph.users(cur)[0]]):
             cur = graph.users(cur)[0]
         users = [graph.ops[u] for u in graph.users(cur)]
         explicit = len(users) == 1 and users[0].kind == "softmax" and _last_dim(users[0])
@@ -337,6 +337,14 @@ def find_translation(graph: OpGraph, softmax_output: bool | None) -> list[Findin
         out.append(Finding("translation", op.label, ops, params,
                            {"w": op.params["weight"], "b": op.params.get("bias"), "explicit": explicit}, note))
     return out
+
+
+def _keeps_classes(op: Op) -> bool:
+    """Reshapes, and logits of several calls concatenated along another axis (a cached second half)."""
+    if op.name == "cat":
+        shape = op.meta.get("shape")
+        return bool(shape) and op.meta.get("dim", 0) % len(shape) != len(shape) - 1
+    return op.kind in ("pass", "scalar", "shape", "flatten")
 
 
 def _last_dim(op: Op) -> bool:
