@@ -1,15 +1,19 @@
 """Find the mirror symmetries that a model's structure creates (paper.md 3), from its OpGraph.
 
-* hidden units between an input map (Linear/Conv) and output maps (Linear/Conv) through per-unit ops
-  (bias, BatchNorm/LayerNorm, elementwise activation, pooling, dropout): **permutation**; plus
-  **rescaling** when every activation is positively homogeneous (ReLU, LeakyReLU, max-pool), **sign**
-  when every activation is odd (tanh, ...); with no nonlinearity at all the path is linear: **rotation**;
+* channels one permutation must move together (symexp.audit.channels, from a traced run's shapes): a hidden
+  layer, a gated MLP, a depthwise block with its squeeze-excite, a whole residual stream: **permutation**;
+  without shapes (torch.fx, module order), hidden units between an input map and output maps through
+  per-unit ops (bias, norm, elementwise activation, pooling, dropout);
+* on such a single path, **rescaling** when every activation is positively homogeneous (ReLU, LeakyReLU,
+  max-pool), **sign** when every activation is odd (tanh, ...); with no nonlinearity at all: **rotation**;
+  a gated MLP's up/down pair: **rescaling** (symexp.audit.gated);
 * a norm gain (or a per-feature scale parameter) read only by Linear maps: **rescaling** per feature;
 * a weight followed by BatchNorm/LayerNorm: positive **scale** symmetry (no mirror);
 * logits read by a softmax (or the model's output, if trained with softmax cross-entropy): **translation**;
-* attention heads: **double rotation** (symexp.audit.attention).
+* attention heads: **double rotation** (symexp.audit.attention; grouped K/V, rotary embeddings).
 A finding whose parameters are also used elsewhere (tied weights) is not a symmetry of the model and is
-reported unclassified with the reason; every parameter no finding covers is listed as unclassified.
+reported unclassified with the reason; every parameter role no finding explains is listed
+(symexp.audit.coverage).
 """
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ def verify(model: nn.Module, example_inputs, findings: list[Finding], transposed
     inputs = _cast(example_inputs, dtype)
     params = dict(m.named_parameters())
     gen = torch.Generator().manual_seed(seed)
+    base = {mode: _outputs(m, inputs, mode) for mode in ("train", "eval")}  # the model's own outputs, once
     results = []
     for f in findings:
         claims = ("train",) if f.symmetry == "scale" and f.spec.get("per_channel") else ("train", "eval")
@@ -39,11 +40,13 @@ def verify(model: nn.Module, example_inputs, findings: list[Finding], transposed
         eps = _exact_norms(m) if f.symmetry == "scale" else {}
         change = {}
         for mode in ("train", "eval"):
-            before = _outputs(m, inputs, mode, f)
+            before = _outputs(m, inputs, mode) if eps else base[mode]
             with torch.no_grad():
                 ACT[f.symmetry](m, params, f, transposed, gen, dtype)
-            after = _outputs(m, inputs, mode, f)
+            after = _outputs(m, inputs, mode)
             _restore(m, saved)
+            if f.symmetry == "translation" and not f.spec.get("explicit"):  # a symmetry of the softmax loss
+                before, after = ([F.log_softmax(o, dim=-1) for o in outs] for outs in (before, after))
             change[mode] = max((_rel(a, b) for a, b in zip(after, before)), default=0.0)
         for norm, e in eps.items():
             norm.eps = e
@@ -85,7 +88,7 @@ def _restore(m: nn.Module, saved: dict) -> None:
             (buffers[n[7:]] if n.startswith("buffer:") else params[n]).copy_(t)
 
 
-def _outputs(m: nn.Module, inputs, mode: str, f: Finding) -> list[torch.Tensor]:
+def _outputs(m: nn.Module, inputs, mode: str) -> list[torch.Tensor]:
     training = {k: k.training for k in m.modules()}
     m.train(mode == "train")
     for k in m.modules():
@@ -103,8 +106,6 @@ def _outputs(m: nn.Module, inputs, mode: str, f: Finding) -> list[torch.Tensor]:
         with torch.no_grad():
             for n, b in m.named_buffers():
                 b.copy_(saved[n])
-    if f.symmetry == "translation" and not f.spec.get("explicit"):
-        out = [F.log_softmax(o, dim=-1) for o in out]  # the symmetry of the softmax loss, not of the logits
     return out
 
 
