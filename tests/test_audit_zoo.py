@@ -12,7 +12,7 @@ from symexp.audit import audit, zoo
 from symexp.audit.discover import discover
 from symexp.audit.trace import trace
 from symexp.audit.verify import verify
-from tests.test_audit import COUNTS, value
+from tests.test_audit import COUNTS, copy_unit, value, zero_unit
 
 COUNTS_ALL = [*(c for c in COUNTS if c != "never_active"), "qk_off_blocks"]
 
@@ -144,11 +144,10 @@ def test_resnet_bottleneck_streams_and_batchnorm_eval_mode():
     model = zoo.ResNet(layers=(2, 1), width=8, classes=5)
     with torch.no_grad():
         blk = model.layer1[1]
-        blk.bn1.weight[3], blk.bn1.bias[3], blk.conv2.weight[:, 3] = 0.0, 0.0, 0.0  # a zeroed rescaling pair
+        zero_unit(blk.bn1.weight, blk.bn1.bias, blk.conv2.weight, 3)  # a zeroed rescaling pair
         blk = model.layer2[0]
-        for t in (blk.conv2.weight, blk.bn2.weight, blk.bn2.bias):
-            t[6] = t[2]
-        blk.conv3.weight[:, 6] = blk.conv3.weight[:, 2]
+        copy_unit(blk.conv2.weight, blk.bn2.weight, blk.conv3.weight, 2, 6)  # a duplicate unit, its BN too
+        blk.bn2.bias[6] = blk.bn2.bias[2]
     df = checked(model)
     assert found(df) == {("layer1.1.conv1", "rescaling", "zero_units"): 1,
                          ("layer2.0.conv2", "permutation", "duplicate_units"): 1,

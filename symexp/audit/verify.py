@@ -19,6 +19,7 @@ from torch import nn
 
 from symexp.audit import rotary
 from symexp.audit.graph import Finding
+from symexp.audit.trace import split_inputs, tensors_in
 
 DOUBLE_MAX = 20_000_000  # parameters up to which the copy is verified in float64
 TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
@@ -97,9 +98,8 @@ def _outputs(m: nn.Module, inputs, mode: str) -> list[torch.Tensor]:
     saved = {n: b.detach().clone() for n, b in m.named_buffers()}  # a train-mode pass updates BN statistics
     try:
         with torch.no_grad():
-            args, kwargs = (inputs, {}) if isinstance(inputs, tuple) else ((), inputs) if isinstance(inputs, dict) \
-                else ((inputs,), {})
-            out = [o for o in _tensors(m(*args, **kwargs)) if o.is_floating_point()]
+            args, kwargs = split_inputs(inputs)
+            out = [o for o in tensors_in(m(*args, **kwargs)) if o.is_floating_point()]
     finally:
         for k, t in training.items():
             k.train(t)
@@ -107,17 +107,6 @@ def _outputs(m: nn.Module, inputs, mode: str) -> list[torch.Tensor]:
             for n, b in m.named_buffers():
                 b.copy_(saved[n])
     return out
-
-
-def _tensors(out):
-    if torch.is_tensor(out):
-        yield out
-    elif isinstance(out, (tuple, list)):
-        for o in out:
-            yield from _tensors(o)
-    elif isinstance(out, dict):
-        for o in out.values():
-            yield from _tensors(o)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
