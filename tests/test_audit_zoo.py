@@ -229,3 +229,32 @@ def test_timm_vit_and_convnext():
             timm.create_model(name, pretrained=False, num_classes=5)
         df = checked(model.eval(), torch.randn(1, 3, 32, 32))
         assert any(layer.endswith(":stream") for layer in df.layer)
+
+
+class GatedQuery(torch.nn.Module):
+    """Attention whose queries are scaled per feature by a learned gate: no head symmetry survives it."""
+
+    def __init__(self, d=16, heads=2):
+        super().__init__()
+        self.norm, self.heads = torch.nn.LayerNorm(d), heads
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(d, d) for _ in range(4))
+        self.gate = torch.nn.Parameter(torch.randn(d))
+
+    def forward(self, x):
+        B, T, C = x.shape
+        h = self.norm(x)
+        split = lambda t: t.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # noqa: E731
+        q = split(self.q(h) * torch.sigmoid(self.gate))
+        y = torch.nn.functional.scaled_dot_product_attention(q, split(self.k(h)), split(self.v(h)))
+        return x + self.o(y.transpose(1, 2).reshape(B, T, C))
+
+
+def test_roles_no_symmetry_explains_are_listed():
+    df = audit(GatedQuery(), torch.randn(2, 5, 16), softmax_output=False)
+    assert not (df.symmetry == "double_rotation").any()
+    rows = df[df.measure == "unanalysed_roles"].set_index("layer").note
+    # the norm's gain rescaling moves q, k, v's input columns; their output rows stay unexplained, and say why
+    for name in ("q.weight", "k.weight", "v.weight"):
+        assert rows[name].startswith("output rows unanalysed: linear ") and "reshaped across" in rows[name]
+    assert ("norm", "rescaling") in set(zip(df.layer, df.symmetry))
+    assert 0 < df.attrs["covered"] < 0.5 and "coverage: " in df.attrs["notes"][-1]

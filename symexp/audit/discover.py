@@ -43,10 +43,11 @@ def discover(graph: OpGraph, softmax_output: bool | None = None) -> Discovery:
     """Every symmetry finding of the graph, and what is left unclassified (with reasons)."""
     reasons: dict[int, str] = {}  # op -> why no symmetry acts on its output side
     in_reasons: dict[int, str] = {}  # op -> why none acts on its input side
-    units = find_units(graph, reasons)
-    if graph.method == "run":  # shapes known: channel spaces replace the single-path permutations
+    spaces = find_spaces(graph, reasons, in_reasons) if graph.method == "run" else None  # needs shapes
+    units = find_units(graph, reasons)  # the first reason given for an op is kept: the channel space's
+    if spaces is not None:  # channel spaces replace the single-path permutations
         rotations = {f.params for f in units if f.symmetry == "rotation"}
-        spaces = [f for f in find_spaces(graph, reasons, in_reasons) if f.params not in rotations]
+        spaces = [f for f in spaces if f.params not in rotations]
         units = [f for f in units if f.symmetry != "permutation"] + spaces + find_gated(graph)
     found = units + find_gains(graph, reasons) + find_scale(graph)
     found += find_translation(graph, softmax_output) + find_attention(graph)
