@@ -209,8 +209,11 @@ def _param_view(graph: OpGraph, s: Space, op: Op, ax: int, shape) -> None:
     if op.name == "expand":
         _param_part(graph, s, op, ax, len(shape))
         return
-    axes = [k for k in range(len(p_shape)) if op.name in ("view", "reshape", "unsqueeze", "squeeze", "flatten")
-            and _reshaped(p_shape, shape, k, 1) == (ax, 1)]
+    if op.name == "getitem":  # wpe.weight[:T]: positions sliced, channels whole
+        axes = [k for k in range(len(p_shape)) if _indexed(op, p_shape, k, 1) == (ax, 1)]
+    else:
+        axes = [k for k in range(len(p_shape)) if op.name in ("view", "reshape", "unsqueeze", "squeeze", "flatten")
+                and _reshaped(p_shape, shape, k, 1) == (ax, 1)]
     if axes:
         s.parts[name] = axes[0]
     else:

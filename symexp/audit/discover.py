@@ -77,12 +77,20 @@ def _why(graph: OpGraph, p: str, axis: int, reasons: dict[int, str], in_reasons:
         return "not used in the traced forward pass"
     u = users[0]
     op = graph.ops[u]
-    is_input_side = axis == 1 and op.kind in ("linear", "conv", "mha")
-    reason = (in_reasons.get(u) or ("it reads the model input" if op.inputs and graph.ops[op.inputs[0]].kind == "input"
-                                    else None)) if is_input_side else reasons.get(u)
+    if axis == 1 and op.kind in ("linear", "conv", "mha"):  # the input side
+        reason = in_reasons.get(u) or ("it reads the model input" if _reads_input(graph, op) else None)
+        return f"{op.what} {op.label}: " + (reason or "no mirror symmetry recognised on its input channels")
+    reason = reasons.get(u)
     if reason is None and u in by_op:
         return f"{op.what} {op.label}: its other parameters carry {', '.join(sorted(by_op[u]))}; none acts on this one"
     return f"{op.what} {op.label}: " + (reason or "no mirror symmetry recognised")
+
+
+def _reads_input(graph: OpGraph, op: Op) -> bool:
+    """Whether op's input is the model's input, reshaped at most."""
+    while op.inputs and graph.ops[op.inputs[0]].kind in ("shape", "pass", "flatten", "scalar"):
+        op = graph.ops[op.inputs[0]]
+    return bool(op.inputs) and graph.ops[op.inputs[0]].kind == "input"
 
 
 def _merge(graph: OpGraph, found: list[Finding]) -> tuple[list[Finding], dict[str, str]]:
