@@ -258,3 +258,21 @@ def test_roles_no_symmetry_explains_are_listed():
         assert rows[name].startswith("output rows unanalysed: linear ") and "reshaped across" in rows[name]
     assert ("norm", "rescaling") in set(zip(df.layer, df.symmetry))
     assert 0 < df.attrs["covered"] < 0.5 and "coverage: " in df.attrs["notes"][-1]
+
+
+class SelfGated(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.c, self.b = torch.nn.Linear(8, 12), torch.nn.Linear(12, 12), torch.nn.Linear(12, 5)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(torch.tanh(h * torch.sigmoid(self.c(h))))  # c reads the channels and writes them back
+
+
+def test_a_map_reading_and_writing_the_same_channels_moves_on_both_axes():
+    torch.manual_seed(0)
+    model, x = SelfGated(), torch.randn(4, 3, 8)
+    space = next(f for f in discover(trace(model, x)).findings if f.symmetry == "permutation")
+    assert {("c.weight", 0), ("c.weight", 1), ("c.bias", 0)} <= set(space.spec["parts"])  # P W_c P^T
+    checked(model, x)
