@@ -276,3 +276,35 @@ def test_a_map_reading_and_writing_the_same_channels_moves_on_both_axes():
     space = next(f for f in discover(trace(model, x)).findings if f.symmetry == "permutation")
     assert {("c.weight", 0), ("c.weight", 1), ("c.bias", 0)} <= set(space.spec["parts"])  # P W_c P^T
     checked(model, x)
+
+
+class InterleavedRotary(torch.nn.Module):
+    """GPT-J/NeoX-style rotary on interleaved pairs (2i, 2i + 1): x[..., ::2], x[..., 1::2], stack, flatten."""
+
+    def __init__(self, d=32, heads=4):
+        super().__init__()
+        self.heads, self.dh = heads, d // heads
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(d, d, bias=False) for _ in range(4))
+        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, self.dh, 2).float() / self.dh))
+
+    def forward(self, x):
+        B, T, C = x.shape
+        split = lambda t: t.view(B, T, self.heads, self.dh).transpose(1, 2)  # noqa: E731
+        rotate = lambda t: torch.stack((-t[..., 1::2], t[..., ::2]), dim=-1).flatten(-2)  # noqa: E731
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        freqs = torch.outer(torch.arange(T).float(), self.inv_freq).repeat_interleave(2, -1)
+        q, k = (t * freqs.cos() + rotate(t) * freqs.sin() for t in (q, k))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(y.transpose(1, 2).reshape(B, T, C))
+
+
+def test_interleaved_rotary_pairs():
+    torch.manual_seed(0)
+    model, x = InterleavedRotary(), torch.randn(2, 6, 32)
+    with torch.no_grad():
+        model.q.weight[8 + 2:8 + 4] = 0.0  # head 1: its second rotary block (2, 3) off
+    attn = next(f for f in discover(trace(model, x)).findings if f.symmetry == "double_rotation")
+    assert attn.spec["rotary"].tolist() == [1, 0, 3, 2, 5, 4, 7, 6]
+    df = audit(model, x, verify=True, softmax_output=False)
+    assert "no audit bug" in df.attrs["notes"][-1]
+    assert found(df) == {("q.h1", "double_rotation", "qk_off_blocks"): 1}

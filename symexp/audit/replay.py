@@ -50,9 +50,10 @@ class _Replay:
             if split.name == "chunk":
                 return torch.chunk(v, split.meta["chunks"], dim)[i]
             return v.unbind(dim)[i] if split.name == "unbind" else None
-        if op.name == "cat":
+        if op.name in ("cat", "stack"):  # a cache's earlier positions; interleaved rotary halves
             parts = [self.value(j) if not constant(g, j) else torch.full(g.ops[j].meta["shape"], -1) for j in op.inputs]
-            return None if any(p is None for p in parts) else torch.cat(parts, op.meta.get("dim", 0))
+            join = torch.cat if op.name == "cat" else torch.stack
+            return None if any(p is None for p in parts) else join(parts, op.meta.get("dim", 0))
         if len(op.inputs) == 2 and op.name in ("add", "mul", "sub"):
             return self._binary(op, shape)
         if len(op.inputs) != 1 or op.params:
