@@ -190,9 +190,12 @@ def _link(graph: OpGraph, s: Space, op: Op, idx: int, known, queue) -> None:
     if op.name == "batch_norm":
         s.batch_norms.append(idx)
     for j in op.inputs:
-        shape_j = _shape(graph, j)
-        if shape_j is None or graph.ops[j].kind == "const" and op.name == "batch_norm":
+        if graph.ops[j].kind == "const" and op.name == "batch_norm":
             continue  # running statistics: moved with the batch norm's parameters
+        shape_j = _shape(graph, j)
+        if shape_j is None:
+            s.escape = f"{op.what} reads an operand without a traced shape"
+            return
         ax_j = _backward(graph, op, j, ax_out, r_out, n_out)
         if ax_j is None:
             s.escape = f"{op.what} mixes them with a tensor of another layout"
