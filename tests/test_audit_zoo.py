@@ -39,9 +39,10 @@ def zero_channel(model, c: int, parts: dict[str, int]) -> None:
             params[name].select(axis, c).zero_()
 
 
-def test_gpt2_conv1d_fused_heads_mlp_and_stream():
+@pytest.mark.parametrize("eager", [False, True])
+def test_gpt2_conv1d_fused_heads_mlp_and_stream(eager):
     torch.manual_seed(0)
-    model = zoo.GPT2(vocab=64, n_ctx=16, d=32, n_layer=2, n_head=4)
+    model = zoo.GPT2(vocab=64, n_ctx=16, d=32, n_layer=2, n_head=4, eager=eager)
     with torch.no_grad():
         model.h[0].attn.c_attn.weight[:, 8 + 2:16] = 0.0  # Conv1D [in, out]: head 1's W_Q keeps 2 rows
         mlp = model.h[1].mlp

@@ -186,9 +186,17 @@ def _heads(graph: OpGraph, q: tuple, q_tensor: Op) -> tuple[int, bool]:
 
 
 def _back(graph: OpGraph, idx: int, through: tuple) -> int | None:
-    while graph.ops[idx].kind in through and graph.ops[idx].inputs:
-        idx = graph.ops[idx].inputs[0]
-    return idx
+    while True:
+        op = graph.ops[idx]
+        if op.name == "where":  # transformers' eager causal mask: where(mask, scores, min)
+            varying = [j for j in op.inputs if not replay.constant(graph, j)]
+            if len(varying) != 1:
+                return idx
+            idx = varying[0]
+        elif op.kind in through and op.inputs:
+            idx = op.inputs[0]
+        else:
+            return idx
 
 
 def _forward(graph: OpGraph, idx: int, through: tuple) -> int | None:
