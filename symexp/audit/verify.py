@@ -25,8 +25,7 @@ DOUBLE_MAX = 20_000_000  # parameters up to which the copy is verified in float6
 TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 
-def verify(model: nn.Module, example_inputs, findings: list[Finding], transposed: set[str], seed: int = 0,
-           softmax_output: bool | None = None) -> list[dict]:
+def verify(model: nn.Module, example_inputs, findings: list[Finding], transposed: set[str], seed: int = 0) -> list[dict]:
     """Per finding: {"train": change, "eval": change, "claims": modes, "tol": tolerance} (relative changes)."""
     dtype = torch.float64 if sum(p.numel() for p in model.parameters()) <= DOUBLE_MAX else torch.float32
     m = copy.deepcopy(model).to(dtype)
