@@ -309,3 +309,22 @@ def test_interleaved_rotary_pairs():
     df = audit(model, x, verify=True, softmax_output=False)
     assert "no audit bug" in df.attrs["notes"][-1]
     assert found(df) == {("q.h1", "double_rotation", "qk_off_blocks"): 1}
+
+
+class FloatLogits(torch.nn.Module):
+    """Returns float32 logits whatever its dtype (as symexp's ResNet18 does after autocast)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(6, 16), torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x))).float()
+
+
+def test_verify_tolerance_follows_the_output_dtype():
+    torch.manual_seed(0)
+    df = audit(FloatLogits(), torch.randn(8, 6), verify=True)  # a float64 copy, float32 outputs
+    rows = df[df.measure.str.startswith("verify")]
+    assert "no audit bug" in df.attrs["notes"][-1] and (rows.threshold == 1e-4).all()
+    assert 0 < rows.value.max() < 1e-6  # float32 round-off, not zero: the tolerance matters
