@@ -326,5 +326,5 @@ def test_verify_tolerance_follows_the_output_dtype():
     torch.manual_seed(0)
     df = audit(FloatLogits(), torch.randn(8, 6), verify=True)  # a float64 copy, float32 outputs
     rows = df[df.measure.str.startswith("verify")]
-    assert "no audit bug" in df.attrs["notes"][-1] and (rows.threshold == 1e-4).all()
+    assert "no audit bug" in df.attrs["notes"][-1] and (rows.threshold == 1e-3).all()
     assert 0 < rows.value.max() < 1e-6  # float32 round-off, not zero: the tolerance matters

@@ -5,7 +5,7 @@ mode and in eval mode. A finding whose claimed modes change the output is a bug 
 about the model; a mode the finding does not claim is measured and reported too (a scale before BatchNorm
 holds in train mode only: in eval mode the running statistics, buffers, do not move with the weights).
 
-The copy runs in float64 when it is small enough (the tolerance is then 1e-9; 1e-4 for float32 copies or
+The copy runs in float64 when it is small enough (the tolerance is then 1e-9; 1e-3 for float32 copies or
 outputs the model casts to float32).
 Dropout is switched off in the train-mode comparison (its mask is random, not a function of the weights);
 a scale symmetry is checked with the norm's eps at 0 (the eps breaks it by O(eps / variance)).
@@ -23,7 +23,9 @@ from symexp.audit.graph import Finding
 from symexp.audit.trace import split_inputs, tensors_in
 
 DOUBLE_MAX = 20_000_000  # parameters up to which the copy is verified in float64
-TOL = {torch.float64: 1e-9, torch.float32: 1e-4}  # by the outputs' dtype (a model may cast them); else 1e-2
+# by the outputs' dtype (a model may cast them); else 1e-2. float32: ResNet50's findings (a float32 copy,
+# train-mode BatchNorm on 2 images) changed its outputs by up to 9.6e-5 through round-off alone
+TOL = {torch.float64: 1e-9, torch.float32: 1e-3}
 
 
 def verify(model: nn.Module, example_inputs, findings: list[Finding], transposed: set[str], seed: int = 0) -> list[dict]:
