@@ -35,13 +35,16 @@ def _trace(model: nn.Module, example_inputs) -> OpGraph:
     names = canonical_names(model)
     if example_inputs is not None:
         try:
-            return run_graph(model, example_inputs, names, "run", record=True)
+            g = run_graph(model, example_inputs, names, "run", record=True)
+            g.probe = example_inputs
+            return g
         except Exception as e:  # noqa: BLE001 - any failure of the user's forward is reported in one line
             raise TraceError(f"model(example_inputs) failed: {type(e).__name__}: {_first_line(e)}") from e
     failures = []
     for probe in probe_inputs(model):
         try:
             g = run_graph(model, probe, names, "run", record=False)
+            g.probe = probe
             g.notes.append(f"traced by running on a probe input {_describe(probe)} (no example inputs)")
             return g
         except Exception as e:  # noqa: BLE001
@@ -131,29 +134,34 @@ class _Recorder(TorchFunctionMode):
 def run_graph(model: nn.Module, inputs, names: dict[int, str], method: str, record: bool) -> OpGraph:
     graph = OpGraph(method)
     rec = _Recorder(graph, names, record)
-    args, kwargs = (inputs, {}) if isinstance(inputs, tuple) else ((), inputs) if isinstance(inputs, dict) \
-        else ((inputs,), {})
+    args, kwargs = split_inputs(inputs)
     for v in (*args, *kwargs.values()):
         if torch.is_tensor(v):
             rec.node_of[id(v)] = graph.new("input", "input", meta={"shape": tuple(v.shape)})
     with _eval_mode(model), torch.no_grad(), rec:
         out = model(*args, **kwargs)
-    for t in _tensors(out):
+    for t in tensors_in(out):
         if id(t) in rec.node_of:
             graph.outputs.add(rec.node_of[id(t)])
-    graph.param_shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    graph.set_params(model)
     return graph
 
 
-def _tensors(out):
+def split_inputs(inputs) -> tuple[tuple, dict]:
+    """A tuple is positional arguments, a dict keyword arguments, anything else the one argument."""
+    return (inputs, {}) if isinstance(inputs, tuple) else ((), inputs) if isinstance(inputs, dict) else ((inputs,), {})
+
+
+def tensors_in(out):
+    """Every tensor in a model's output (tuples, lists, dicts and dict-like ModelOutputs, nested)."""
     if torch.is_tensor(out):
         yield out
     elif isinstance(out, (tuple, list)):
         for o in out:
-            yield from _tensors(o)
+            yield from tensors_in(o)
     elif isinstance(out, dict):
         for o in out.values():
-            yield from _tensors(o)
+            yield from tensors_in(o)
 
 
 @contextlib.contextmanager
@@ -208,5 +216,5 @@ def module_graph(model: nn.Module, names: dict[int, str]) -> OpGraph:
 
     walk(model)
     graph.outputs.add(prev)
-    graph.param_shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    graph.set_params(model)
     return graph
