@@ -158,7 +158,8 @@ def test_packed_attention_with_sdpa_by_running_and_by_fx():
         model.c_attn.weight[32 + 8 + 1:32 + 16] = 0.0  # head 1's W_K keeps one row: rank 1
     for found in (discover(trace(model, torch.randn(2, 5, 32))), discover(fx_graph(model, canonical_names(model)))):
         attn = [f for f in found.findings if f.symmetry == "double_rotation"]
-        assert len(attn) == 1 and attn[0].spec["k"] == ("c_attn.weight", 32, 64)
+        assert len(attn) == 1 and attn[0].spec["k"][0] == "c_attn.weight"
+        assert attn[0].spec["k"][1].tolist() == torch.arange(32, 64).view(4, 8).tolist()  # head h: rows 32 + 8h ...
     df = audit(model, torch.randn(2, 5, 32))
     assert value(df, "c_attn.h1", "double_rotation", "qk_tau_rank") == 1  # no common module: named by W_Q's
     assert structure(df).layer.tolist() == ["c_attn.h1"]
@@ -263,9 +264,14 @@ def test_torchvision_style_resnet():
     assert {f.layer for f in found.findings if f.symmetry == "scale"} == \
         {"conv1", "layer2.0.downsample.0", *blocks, *(b.replace("conv1", "conv2") for b in blocks)}
     assert ("translation", "fc") in kinds
-    # the residual stream's norms are listed, not dropped
-    assert {"bn1.weight", "layer1.0.bn2.weight", "layer2.0.downsample.1.bias"} <= set(found.unclassified)
-    assert kinds == {(f.symmetry, f.layer) for f in discover(fx_graph(model, canonical_names(model))).findings}
+    # one residual stream per stage (a traced run: channel spaces need shapes), its norms included
+    streams = {f.layer: f for f in found.findings if f.layer.endswith(":stream")}
+    assert set(streams) == {"conv1:stream", "layer2.0.conv2:stream"} and not found.unclassified
+    assert {"bn1.weight", "layer1.0.bn2.weight", "layer1.1.conv1.weight"} <= set(streams["conv1:stream"].params)
+    assert "layer2.0.downsample.1.bias" in streams["layer2.0.conv2:stream"].params
+    fx = discover(fx_graph(model, canonical_names(model)))  # without shapes: the rest, and the norms listed
+    assert kinds - {("permutation", s) for s in streams} == {(f.symmetry, f.layer) for f in fx.findings}
+    assert {"bn1.weight", "layer1.0.bn2.weight", "layer2.0.downsample.1.bias"} <= set(fx.unclassified)
     assert structure(audit(model)).empty
     with torch.no_grad():
         blk = model.layer1[0]

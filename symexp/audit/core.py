@@ -13,7 +13,7 @@ from symexp.audit.errors import AuditError
 from symexp.audit.graph import Finding
 from symexp.audit.spectra import spectrum_rows
 from symexp.audit.trace import trace
-from symexp.audit.units import head_blocks, inner_matrices, unit_parts
+from symexp.audit.units import head_blocks, inner_matrices, space_vectors, unit_parts
 
 TRACED = {"run": "traced by running the model", "fx": "traced with torch.fx",
           "modules": "structure read from module order (not traced)"}
@@ -66,6 +66,8 @@ def _check_offsets(offsets, theta: Tensors) -> None:
 def measure(found: Discovery, theta: Tensors, th: ms.Thresholds, theta0: Tensors | None = None) -> pd.DataFrame:
     """Rows for every finding on weights `theta` stacked over members ``[M, ...]``."""
     members = next(iter(theta.values())).shape[0] if theta else 1
+    theta = _canonical(found, theta)
+    theta0 = None if theta0 is None else _canonical(found, theta0)
     rows = ms.Rows(members)
     for f in found.findings:
         shifted = theta0 is not None and any(p in theta0 for p in f.params)
@@ -84,13 +86,17 @@ def measure(found: Discovery, theta: Tensors, th: ms.Thresholds, theta0: Tensors
     return df
 
 
+def _canonical(found: Discovery, theta: Tensors) -> Tensors:
+    """Weights stored [in, out] (Conv1D) as [out, in], the layout every finding's spec assumes."""
+    return {n: t.transpose(1, 2) if n in found.graph.transposed else t for n, t in theta.items()}
+
+
 def _units(rows, f: Finding, theta, th, origin, found: Discovery) -> None:
-    parts = unit_parts(f.spec, theta, "w_in")
-    V0 = unit_parts(f.spec, origin, "w_in").vectors() if origin else None
-    ms.permutation_rows(rows, f.layer, parts.vectors(), th, V0)
+    V0 = space_vectors(f.spec, origin) if origin else None
+    ms.permutation_rows(rows, f.layer, space_vectors(f.spec, theta), th, V0)
     act = found.graph.ops[f.spec["act"]] if f.spec.get("act") is not None else None
     if act is not None and "amax_dim1" in act.meta:
-        amax = act.meta["amax_dim1" if f.spec["conv"] else "amax_last"]
+        amax = act.meta["amax_dim1" if f.spec["act_axis"] == 1 else "amax_last"]
         ms.never_active_rows(rows, f.layer, amax, th, _input_shapes(found))
 
 
@@ -109,33 +115,88 @@ def _rotation(rows, f: Finding, theta, th, origin, found) -> None:
 
 
 def _double_rotation(rows, f: Finding, theta, th, origin, found) -> None:
+    """Per query head the invariants' ranks; per K/V group (a head, without grouped K/V) the directions
+    switched off; under rotary embeddings, QK's frequency blocks switched off instead of QK ranks."""
     w = head_blocks(f.spec, theta)
     M, H, dh, _ = w["q"].shape
-    qk = w["q"].transpose(-2, -1) @ w["k"]  # [M, H, d_in, d_in]
-    ov = w["o"] @ w["v"]  # [M, H, d_out, d_in]
-    cores = {"qk_": ms.product_core(w["q"].transpose(-2, -1), w["k"]), "ov_": ms.product_core(w["o"], w["v"])}
-    for name, core in cores.items():
-        ms.rank_rows(rows, [f"{f.layer}.h{h}" for h in range(H)], "double_rotation", core, dh, th, prefix=name)
-    g_qk = torch.cat([w["q"], w["k"]], dim=-1).flatten(0, 1)
-    g_ov = torch.cat([w["v"], w["o"].transpose(-2, -1)], dim=-1).flatten(0, 1)
-    for name, G in (("qk_", g_qk), ("ov_", g_ov)):
-        rows.add(f.layer, "double_rotation", name + "direction_distance_min", ms.direction_distance(G).view(M, H).amin(1))
-    heads = torch.cat([qk.flatten(2), ov.flatten(2)], dim=-1)  # each head's invariants, rotation-free
-    heads0 = None
+    groups, rotary = f.spec["groups"], f.spec.get("rotary")
+    G = len(groups)
+    heads = [f"{f.layer}.h{h}" for h in range(H)]
+    names = heads if G == H else [f"{f.layer}.kv{g}" for g in range(G)]
+    g = _Grouped(groups, M)
+    if G < H:  # each query head's invariants; the directions a rotation can switch off are its group's
+        ms.rank_rows(rows, heads, "double_rotation", ms.product_core(w["o"], w["v"]), dh, th, prefix="ov_", off=False)
+        if rotary is None:
+            ms.rank_rows(rows, heads, "double_rotation", ms.product_core(w["q"].transpose(-2, -1), w["k"]), dh, th,
+                         prefix="qk_", off=False)
+    ms.rank_rows(rows, names, "double_rotation", ms.product_core(g.stacked(w["o"]), g.lead(w["v"])), dh, th, prefix="ov_")
+    g_ov = torch.cat([g.lead(w["v"]), g.side(w["o"].transpose(-2, -1))], dim=-1)
+    rows.add(f.layer, "double_rotation", "ov_direction_distance_min", ms.direction_distance(g_ov.flatten(0, 1)).view(M, G).amin(1))
+    if rotary is not None:
+        off, n_blocks = _rotary_blocks_off(w, g, rotary, th)
+        for k, name in enumerate(names):
+            rows.add(name, "double_rotation", "qk_off_blocks", off[:, k], of=n_blocks, threshold=th.dead_tau,
+                     note="rotary 2x2 blocks with W_Q^T R(delta) W_K = 0 for every delta (both invariants zero)")
+        return
+    q_t = w["q"].transpose(-2, -1)
+    ms.rank_rows(rows, names, "double_rotation", ms.product_core(g.stacked(q_t), g.lead(w["k"])), dh, th, prefix="qk_")
+    g_qk = torch.cat([g.lead(w["k"]), g.side(w["q"])], dim=-1)
+    rows.add(f.layer, "double_rotation", "qk_direction_distance_min", ms.direction_distance(g_qk.flatten(0, 1)).view(M, G).amin(1))
     if origin:
         w0 = head_blocks(f.spec, origin)
-        G0 = [torch.cat(p, dim=-1).flatten(0, 1) for p in ((w0["q"], w0["k"]), (w0["v"], w0["o"].transpose(-2, -1)))]
-        on = sum(ms.origin_directions(g, th).view(M, H).sum(1) for g in G0)
-        rows.add(f.layer, "double_rotation", "origin_on_plane", on, of=2 * H * dh, threshold=th.origin_rtol,
+        G0 = [torch.cat([g.lead(w0["k"]), g.side(w0["q"])], dim=-1), torch.cat([g.lead(w0["v"]), g.side(w0["o"].transpose(-2, -1))], dim=-1)]
+        on = sum(ms.origin_directions(x.flatten(0, 1), th).view(M, G).sum(1) for x in G0)
+        rows.add(f.layer, "double_rotation", "origin_on_plane", on, of=2 * G * dh, threshold=th.origin_rtol,
                  note=ms.ORIGIN_NOTE)
-        heads0 = torch.cat([(w0["q"].transpose(-2, -1) @ w0["k"]).flatten(2), (w0["o"] @ w0["v"]).flatten(2)], dim=-1)
-    ms.permutation_rows(rows, f"{f.layer}.heads", heads, th, heads0, note="heads as units (W_Q^T W_K, W_O W_V)")
+    if G == H:
+        qk, ov = w["q"].transpose(-2, -1) @ w["k"], w["o"] @ w["v"]
+        units = torch.cat([qk.flatten(2), ov.flatten(2)], dim=-1)  # each head's invariants, rotation-free
+        units0 = None
+        if origin:
+            units0 = torch.cat([(w0["q"].transpose(-2, -1) @ w0["k"]).flatten(2), (w0["o"] @ w0["v"]).flatten(2)], dim=-1)
+        ms.permutation_rows(rows, f"{f.layer}.heads", units, th, units0, note="heads as units (W_Q^T W_K, W_O W_V)")
     if f.spec["k_bias"]:
-        name, start, stop = f.spec["k_bias"]
-        b, wk = theta[name][:, start:stop], theta[f.spec["k"][0]][:, f.spec["k"][1]:f.spec["k"][2]]
+        name, k_rows = f.spec["k_bias"]
+        b, wk = theta[name][:, k_rows.flatten().unique()], theta[f.spec["k"][0]][:, k_rows.flatten().unique()]
         rel = b.double().norm(dim=1) / torch.cat([wk.flatten(1), b], dim=1).double().norm(dim=1).clamp_min(1e-300)
         rows.add(f.layer, "translation", "key_bias_share", rel,
                  note="q . b_K is the same for every key, so the softmax cancels it: b_K is redundant")
+
+
+class _Grouped:
+    """Query heads arranged by K/V group: `lead` takes one (K/V) block per group, `stacked` and `side`
+    concatenate the query heads of each group (rows for products, columns for the inner directions)."""
+
+    def __init__(self, groups: list[list[int]], M: int):
+        self.order = torch.tensor([h for grp in groups for h in grp])
+        self.first = torch.tensor([grp[0] for grp in groups])
+        self.G, self.r, self.M = len(groups), len(groups[0]), M
+
+    def lead(self, x):  # [M, H, a, b] -> [M, G, a, b]
+        return x[:, self.first]
+
+    def stacked(self, x):  # [M, H, a, dh] -> [M, G, r*a, dh]
+        return x[:, self.order].reshape(self.M, self.G, self.r * x.shape[2], x.shape[3])
+
+    def side(self, x):  # [M, H, dh, b] -> [M, G, dh, r*b]
+        y = x[:, self.order].reshape(self.M, self.G, self.r, *x.shape[2:])
+        return y.permute(0, 1, 3, 2, 4).reshape(self.M, self.G, x.shape[2], self.r * x.shape[3])
+
+
+def _rotary_blocks_off(w, g: _Grouped, partner: torch.Tensor, th: ms.Thresholds):
+    """Per group, the rotary blocks f whose QK invariants W_Q,f^T W_K,f and W_Q,f^T J W_K,f vanish for
+    every query head of the group: sum_h tr(A_h B) + tr(J^T A_h J B), A_h = Q_h,f Q_h,f^T, B = K_f K_f^T."""
+    a = torch.nonzero(torch.arange(len(partner)) < partner).flatten()
+    pairs = torch.stack([a, partner[a]], dim=1)  # [blocks, 2]
+    q, k = w["q"].double()[:, :, pairs], g.lead(w["k"]).double()[:, :, pairs]  # [M, H|G, blocks, 2, d_in]
+    A = q @ q.transpose(-2, -1)
+    A = A[:, g.order].reshape(g.M, g.G, g.r, *A.shape[2:]).sum(2)
+    B = k @ k.transpose(-2, -1)
+    J = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)
+    n = (A * B.transpose(-2, -1)).sum((-2, -1)) + ((J.T @ A @ J) * B.transpose(-2, -1)).sum((-2, -1))
+    scale = n.clamp_min(0) ** 0.25  # in units of the weights
+    off = scale < th.dead_tau * scale.amax(-1, keepdim=True)
+    return off.sum(-1).double(), len(a)
 
 
 def _scale(rows, f: Finding, theta, th, origin, found) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from symexp.audit.attention import find_attention
+from symexp.audit.channels import find_spaces
+from symexp.audit.gated import find_gated
 from symexp.audit.graph import CONV_NDIM, ODD, POSITIVE_HOMOGENEOUS, Finding, Op, OpGraph
 
 PRODUCERS = ("linear", "conv")
@@ -32,7 +34,12 @@ class Discovery:
 def discover(graph: OpGraph, softmax_output: bool | None = None) -> Discovery:
     """Every symmetry finding of the graph, and what is left unclassified (with reasons)."""
     reasons: dict[int, str] = {}
-    found = find_units(graph, reasons) + find_gains(graph, reasons) + find_scale(graph)
+    units = find_units(graph, reasons)
+    if graph.method == "run":  # shapes known: channel spaces replace the single-path permutations
+        rotations = {f.params for f in units if f.symmetry == "rotation"}
+        spaces = [f for f in find_spaces(graph, reasons) if f.params not in rotations]
+        units = [f for f in units if f.symmetry != "permutation"] + spaces + find_gated(graph)
+    found = units + find_gains(graph, reasons) + find_scale(graph)
     found += find_translation(graph, softmax_output) + find_attention(graph)
     if graph.method == "modules":
         for f in found:
@@ -195,7 +202,9 @@ def _unit_findings(graph: OpGraph, i: int, h: int, chain_ids: list[int], consume
     ops = {i, *chain_ids, *consumer_ids}
     first_act = next((k for k, c in enumerate(chain) if c.kind == "act" or _is_maxlike(c)), None)
     nonlinear = first_act is not None or any(c.kind == "norm" for c in chain)
-    base = {"h": h, "w_in": op.params["weight"], "rows": rows, "out": outs, "conv": op.kind == "conv"}
+    base = {"h": h, "w_in": op.params["weight"], "rows": rows, "out": outs, "conv": op.kind == "conv",
+            "parts": [(op.params["weight"], 0), *((r, 0) for r in rows), *((o, 1) for o in outs)],
+            "act_axis": 1 if op.kind == "conv" else -1}
     if not nonlinear and not any(c.kind == "scale" for c in chain):
         params = tuple(sorted({op.params["weight"], *rows, *outs}))
         return [Finding("rotation", op.label, ops, params, base, "linear path: no nonlinearity between the maps")]

@@ -107,7 +107,7 @@ def fx_graph(model: nn.Module, names: dict[int, str]) -> OpGraph:
             for o in _flat(arg(n.args)):
                 if isinstance(o, Node):
                     graph.outputs.add(o.idx)
-    graph.param_shapes = {k: tuple(p.shape) for k, p in model.named_parameters()}
+    graph.set_params(model)
     return graph
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 # argument names of the functions whose operands have roles (positional order as in torch)
 SIGNATURES = {
     "linear": ("input", "weight", "bias"),
+    "addmm": ("bias", "input", "weight"),  # transformers' Conv1D: bias + x @ W, W stored [in, out]
     "hardtanh": ("input", "min_val", "max_val"),
     "leaky_relu": ("input", "negative_slope"),
     "conv1d": ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
@@ -29,6 +30,9 @@ SIGNATURES = {
     "log_softmax": ("input", "dim"),
     "split": ("input", "split_size", "dim"),
     "chunk": ("input", "chunks", "dim"),
+    "unbind": ("input", "dim"),
+    "cat": ("tensors", "dim"),
+    "repeat_interleave": ("input", "repeats", "dim"),
     "flatten": ("input", "start_dim", "end_dim"),
     "mean": ("input", "dim"),
     "sum": ("input", "dim"),
@@ -41,7 +45,9 @@ ACTIVATIONS = POSITIVE_HOMOGENEOUS | ODD | {
     "hardsigmoid", "logsigmoid", "rrelu"}
 PASS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
         "contiguous", "clone", "to", "float", "double", "half", "bfloat16", "type_as", "detach", "identity"}
-SHAPE = {"view", "reshape", "transpose", "permute", "unflatten", "squeeze", "unsqueeze", "t", "expand"}
+SHAPE = {"view", "reshape", "transpose", "permute", "unflatten", "squeeze", "unsqueeze", "t", "expand", "movedim"}
+UNARY = {"neg", "exp", "log", "sqrt", "rsqrt", "abs", "square", "reciprocal", "erf", "pow", "clamp", "clip", "sin",
+         "cos", "add", "sub", "mul", "div"}  # elementwise on one tensor (the arithmetic ones with a number)
 CONV = {"conv1d", "conv2d", "conv3d"}
 CONV_NDIM = {"conv1d": 3, "conv2d": 4, "conv3d": 5}  # dims of a batched conv input/output
 SOFTMAX = {"softmax", "log_softmax"}
@@ -124,6 +130,12 @@ class OpGraph:
         self.param_shapes: dict[str, tuple] = {}
         self.notes: list[str] = []
         self.head_counts: dict[str, int] = {}  # module path -> its n_head/num_heads attribute (fx has no shapes)
+        self.transposed: set[str] = set()  # weights stored [in, out] (Conv1D's addmm); shapes here are [out, in]
+
+    def set_params(self, model) -> None:
+        """Parameter shapes, weights stored [in, out] listed as [out, in] like every other map's."""
+        self.param_shapes = {n: tuple(p.shape)[::-1] if n in self.transposed else tuple(p.shape)
+                             for n, p in model.named_parameters()}
 
     def new(self, kind: str, name: str, inputs=(), params=None, meta=None) -> int:
         op = Op(kind, name, list(inputs), dict(params or {}), dict(meta or {}))
@@ -148,7 +160,10 @@ class OpGraph:
                     params[role] = item.name
             if not isinstance(v, (Node, Param)) and not _has_operand(v):
                 meta[role] = v
-        return self.new(_kind(name, inputs, params, meta), name, inputs, params, meta)
+        kind = _kind(name, inputs, params, meta)
+        if name == "addmm" and kind == "linear":
+            self.transposed.add(params["weight"])
+        return self.new(kind, name, inputs, params, meta)
 
     def users(self, idx: int) -> list[int]:
         return self.ops[idx].users
@@ -162,8 +177,12 @@ def _kind(name: str, inputs: list[int], params: dict, meta: dict) -> str:
     """The op's kind; parametrised ops need their weight as a parameter, not a derived tensor."""
     if name == "linear":
         return "linear" if "weight" in params else "other"
+    if name == "addmm":
+        return "linear" if "weight" in params and len(inputs) == 1 else "other"
     if name in CONV:
-        return "conv" if "weight" in params and meta.get("groups", 1) == 1 else "other"
+        if "weight" not in params:
+            return "other"
+        return "conv" if meta.get("groups", 1) == 1 else "gconv"  # grouped (depthwise: channels.py)
     if name in ("batch_norm", "layer_norm"):
         return "norm"
     if name in ACTIVATIONS or name == "leaky_relu":

@@ -185,7 +185,7 @@ def product_core(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 
 def rank_rows(rows: Rows, layers: list[str], symmetry: str, P: torch.Tensor, max_rank: int, th: Thresholds,
-              prefix: str = "") -> None:
+              prefix: str = "", off: bool = True) -> None:
     """Rank family of product matrices ``[M, L, m, n]`` (or their product_core), one set of rows per
     layer name (heads of one attention layer are computed in one batch), and the directions switched off."""
     M, L = P.shape[:2]
@@ -198,7 +198,8 @@ def rank_rows(rows: Rows, layers: list[str], symmetry: str, P: torch.Tensor, max
         rows.add(layer, symmetry, prefix + "tau_rank", r[:, j], threshold=th.rank_tau)
         rows.add(layer, symmetry, prefix + "erank", er[:, j])
         rows.add(layer, symmetry, prefix + "stable_rank", sr[:, j])
-        rows.add(layer, symmetry, prefix + "off_directions", max_rank - r[:, j], of=max_rank, threshold=th.rank_tau)
+        if off:  # directions a symmetry can switch off (not for a product whose factor another head shares)
+            rows.add(layer, symmetry, prefix + "off_directions", max_rank - r[:, j], of=max_rank, threshold=th.rank_tau)
 
 
 def direction_distance(G: torch.Tensor) -> torch.Tensor:

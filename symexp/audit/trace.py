@@ -141,7 +141,7 @@ def run_graph(model: nn.Module, inputs, names: dict[int, str], method: str, reco
     for t in _tensors(out):
         if id(t) in rec.node_of:
             graph.outputs.add(rec.node_of[id(t)])
-    graph.param_shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    graph.set_params(model)
     return graph
 
 
@@ -208,5 +208,5 @@ def module_graph(model: nn.Module, names: dict[int, str]) -> OpGraph:
 
     walk(model)
     graph.outputs.add(prev)
-    graph.param_shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    graph.set_params(model)
     return graph

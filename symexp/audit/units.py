@@ -40,6 +40,13 @@ def _columns(w: torch.Tensor, h: int) -> torch.Tensor:
     return w.movedim(2, 1).reshape(M, h, -1)
 
 
+def space_vectors(spec: dict, theta: Tensors) -> torch.Tensor:
+    """Unit vectors ``[M, h, p]`` of a permutation: each part's slice on its channel axis, concatenated
+    (a writer's row, per-channel parameters, a reader's column; symexp.metrics.unit_vectors' layout)."""
+    h = spec["h"]
+    return torch.cat([theta[p].movedim(axis + 1, 1).reshape(theta[p].shape[0], h, -1) for p, axis in spec["parts"]], dim=-1)
+
+
 def unit_parts(spec: dict, theta: Tensors, incoming: str) -> UnitParts:
     """incoming="w_in": the permutation block (input map rows + per-unit params); "in": the rescaling block."""
     names = [spec["w_in"], *spec["rows"]] if incoming == "w_in" else spec["in"]
@@ -61,14 +68,9 @@ def inner_matrices(spec: dict, theta: Tensors) -> tuple[tuple[torch.Tensor, torc
 
 
 def head_blocks(spec: dict, theta: Tensors) -> dict[str, torch.Tensor]:
-    """Per head: q, k, v rows ``[M, H, d_head, d_in]`` and o columns ``[M, H, d_out, d_head]``."""
-    H = spec["heads"]
-    out = {}
-    for r in "qkv":
-        name, start, stop = spec[r]
-        w = theta[name][:, start:stop]
-        out[r] = w.reshape(w.shape[0], H, (stop - start) // H, w.shape[-1])
-    name, start, stop = spec["o"]
-    w = theta[name][:, :, start:stop]
-    out["o"] = w.reshape(w.shape[0], w.shape[1], H, (stop - start) // H).permute(0, 2, 1, 3)
+    """Per query head: q, k, v rows ``[M, H, d_head, d_in]`` (K/V repeated over a group's query heads) and
+    o columns ``[M, H, d_out, d_head]``."""
+    out = {r: theta[spec[r][0]][:, spec[r][1]] for r in "qkv"}
+    name, cols = spec["o"]
+    out["o"] = theta[name][:, :, cols].permute(0, 2, 1, 3)
     return out
