@@ -159,7 +159,7 @@ def test_packed_attention_with_sdpa_by_running_and_by_fx():
     for found in (discover(trace(model, torch.randn(2, 5, 32))), discover(fx_graph(model, canonical_names(model)))):
         attn = [f for f in found.findings if f.symmetry == "double_rotation"]
         assert len(attn) == 1 and attn[0].spec["k"][0] == "c_attn.weight"
-        assert attn[0].spec["k"][1].tolist() == torch.arange(32, 64).view(4, 8).tolist()  # head h: rows 32 + 8h ...
+        assert attn[0].spec["k"][1].flatten().tolist() == list(range(32, 64))  # W_K: the second third of c_attn
     df = audit(model, torch.randn(2, 5, 32))
     assert value(df, "c_attn.h1", "double_rotation", "qk_tau_rank") == 1  # no common module: named by W_Q's
     assert structure(df).layer.tolist() == ["c_attn.h1"]

@@ -114,6 +114,10 @@ def _replayed(graph: OpGraph, q: int, k: int, v: int, out: int):
         return None
     (qi, q_rows, q_rot), (ki, k_rows, k_rot), (vi, v_rows, v_rot) = srcs
     oi, o_cols = sink
+    if graph.ops[out].meta.get("enable_gqa") and k_rows.shape[0] < q_rows.shape[0] == v_rows.shape[0] * (
+            q_rows.shape[0] // v_rows.shape[0]):  # SDPA repeats each K/V head for its group of query heads
+        r = q_rows.shape[0] // k_rows.shape[0]
+        k_rows, v_rows = k_rows.repeat_interleave(r, 0), v_rows.repeat_interleave(r, 0)
     if v_rot is not None or (q_rot is None) != (k_rot is None) or (q_rot is not None and not torch.equal(q_rot, k_rot)):
         return None
     if not (q_rows.shape == k_rows.shape and v_rows.shape[0] == q_rows.shape[0] and o_cols.shape == v_rows.shape):

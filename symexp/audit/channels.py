@@ -39,8 +39,9 @@ class Space:
     escape: str = ""
 
 
-def find_spaces(graph: OpGraph, reasons: dict[int, str]) -> list[Finding]:
-    """One permutation finding per channel space that closes; reasons for the maps of those that do not."""
+def find_spaces(graph: OpGraph, reasons: dict[int, str], in_reasons: dict[int, str]) -> list[Finding]:
+    """One permutation finding per channel space that closes; reasons for the maps of those that do not
+    (`reasons` for writers' output rows, `in_reasons` for readers' input columns)."""
     out, seen = [], set()
     for i, op in enumerate(graph.ops):
         axis = _write_axis(graph, op)
@@ -49,8 +50,11 @@ def find_spaces(graph: OpGraph, reasons: dict[int, str]) -> list[Finding]:
         s = flood(graph, i, axis)
         seen |= set(s.tensors)
         if s.escape:
-            for j in s.writers + s.readers:
-                reasons.setdefault(j, f"channels shared with {_describe(graph, s)}: {s.escape}")
+            why = f"channels shared with {_describe(graph, s)}: {s.escape}"
+            for j in s.writers:
+                reasons.setdefault(j, why)
+            for j in s.readers:
+                in_reasons.setdefault(j, why)
             continue
         out.append(_finding(graph, s))
     return out
@@ -64,20 +68,22 @@ def _write_axis(graph: OpGraph, op: Op) -> int | None:
 
 
 def _describe(graph: OpGraph, s: Space) -> str:
-    labels = [graph.ops[w].label for w in s.writers]
+    labels = [graph.ops[w].label for w in s.writers] or [graph.ops[min(s.tensors)].label]
     return labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more maps"
 
 
 def _finding(graph: OpGraph, s: Space) -> Finding:
     first = graph.ops[s.writers[0]]
-    layer = first.label if len(s.writers) == 1 else f"{first.label}:stream"
+    adds = len(s.writers) > 1 and any(graph.ops[t].kind == "add" for t in s.tensors)  # a residual connection
+    layer = f"{first.label}:stream" if adds else first.label
     acts = [t for t in sorted(s.tensors) if graph.ops[t].kind == "act" and s.tensors[t][1] == 1]
     act = acts[0] if acts else None
     spec = {"h": s.h, "parts": sorted(s.parts.items()), "act": act,
-            "act_axis": None if act is None else s.tensors[act][0], "batch_norms": s.batch_norms,
+            "act_axis": None if act is None else s.tensors[act][0],
+            "batch_norms": [graph.ops[b].params["weight"] for b in s.batch_norms if "weight" in graph.ops[b].params],
             "writers": [graph.ops[w].params["weight"] for w in s.writers]}
     note = "" if len(s.writers) == 1 else (f"one permutation of {s.h} channels written by {len(s.writers)} maps "
-                                           f"and read by {len(s.readers)} (a residual stream)")
+                                           f"and read by {len(s.readers)}" + (" (a residual stream)" if adds else ""))
     return Finding("permutation", layer, set(s.ops), tuple(sorted(s.parts)), spec, note)
 
 
@@ -131,11 +137,8 @@ def _produced(graph: OpGraph, s: Space, t: int, queue) -> None:
         s.escape = f"a {'model input' if op.kind == 'input' else 'constant tensor (a buffer)'} is added to them"
         return
     if op.kind == "param_view":
-        if op.name not in ("expand", "unsqueeze"):
-            s.escape = f"{op.label} is reshaped into them"
-            return
         s.ops.add(t)
-        _param_part(graph, s, op, ax, len(shape))
+        _param_view(graph, s, op, ax, shape)
         return
     _link(graph, s, op, t, ("out", ax, r), queue)
 
@@ -197,6 +200,21 @@ def _link(graph: OpGraph, s: Space, op: Op, idx: int, known, queue) -> None:
             s.broadcast.append((j, ax_j))
         else:
             queue.append((j, ax_j, r_out))
+
+
+def _param_view(graph: OpGraph, s: Space, op: Op, ax: int, shape) -> None:
+    """A parameter expanded or reshaped into the channels (a class token, timm's gamma.reshape(1, -1, 1, 1))."""
+    name = next(iter(op.params.values()))
+    p_shape = graph.param_shapes[name]
+    if op.name == "expand":
+        _param_part(graph, s, op, ax, len(shape))
+        return
+    axes = [k for k in range(len(p_shape)) if op.name in ("view", "reshape", "unsqueeze", "squeeze", "flatten")
+            and _reshaped(p_shape, shape, k, 1) == (ax, 1)]
+    if axes:
+        s.parts[name] = axes[0]
+    else:
+        s.escape = f"{name} is reshaped into them"
 
 
 def _param_part(graph: OpGraph, s: Space, op: Op, ax: int, ndim: int, name: str | None = None) -> None:

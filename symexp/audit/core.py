@@ -13,6 +13,8 @@ from symexp.audit.errors import AuditError
 from symexp.audit.graph import Finding
 from symexp.audit.spectra import spectrum_rows
 from symexp.audit.trace import trace
+from symexp.audit import rotary
+from symexp.audit.verify import verify as check
 from symexp.audit.units import head_blocks, inner_matrices, space_vectors, unit_parts
 
 TRACED = {"run": "traced by running the model", "fx": "traced with torch.fx",
@@ -33,7 +35,7 @@ def thresholds(**given) -> ms.Thresholds:
 
 
 def audit(model: nn.Module, example_inputs=None, *, offsets: Tensors | None = None,
-          softmax_output: bool | None = None, **thresholds_) -> pd.DataFrame:
+          softmax_output: bool | None = None, verify: bool = False, **thresholds_) -> pd.DataFrame:
     """One row per layer x symmetry x measure (columns `COLUMNS`) for a live model.
 
     example_inputs: a tensor, tuple or dict the model's forward accepts; adds the data-dependent view
@@ -45,13 +47,45 @@ def audit(model: nn.Module, example_inputs=None, *, offsets: Tensors | None = No
     ||v_i|| < dead_tau max_j ||v_j||), unit_tol=0.1 (duplicate pair: 2||v_i - v_j||^2 / (||v_i||^2 + ||v_j||^2)
     < unit_tol), rank_tau=1e-3 and rank_atol=0 (direction off: sigma <= max(rank_tau sigma_1, rank_atol)),
     active_atol=0 (never active: max |activation| <= active_atol), origin_rtol=1e-6 (theta_0 on a plane).
+    verify: apply a random element of every finding's group to a copy of the model and add, per finding,
+    the relative change of its outputs in train and eval mode (measures verify_train, verify_eval; a change
+    above the tolerance in a mode the finding claims is flagged as a bug of the audit).
     """
     th = thresholds(**thresholds_)
     theta = {n: p.detach()[None] for n, p in model.named_parameters()}
     _check_offsets(offsets, theta)
     found = discover(trace(model, example_inputs), softmax_output)
     theta0 = None if offsets is None else {n: torch.as_tensor(b).reshape(theta[n].shape).to(theta[n]) for n, b in offsets.items()}
-    return measure(found, theta, th, theta0)
+    df = measure(found, theta, th, theta0)
+    return verified(df, model, found, softmax_output) if verify else df
+
+
+def verified(df: pd.DataFrame, model: nn.Module, found: Discovery, softmax_output) -> pd.DataFrame:
+    """df with each finding's verification rows (one member: the live model) and a note that sums them up."""
+    if found.graph.probe is None:
+        df.attrs["notes"].append("not verified: the model was not run (no input it accepts)")
+        return df
+    results = check(model, found.graph.probe, found.findings, found.graph.transposed, softmax_output=softmax_output)
+    rows = ms.Rows(1)
+    bugs, worst = [], 0.0
+    for f, r in zip(found.findings, results):
+        for mode in ("train", "eval"):
+            holds = r[mode] <= r["tol"]
+            if mode in r["claims"]:
+                worst = max(worst, r[mode])
+                note = "holds" if holds else f"AUDIT BUG: this {f.symmetry} changed the output in {mode} mode"
+                bugs += [] if holds else [f"{f.layer} ({f.symmetry}, {mode})"]
+            else:
+                note = ("also holds" if holds else f"not a symmetry in {mode} mode (claimed for "
+                        f"{' and '.join(r['claims'])} only): BatchNorm's running statistics are buffers")
+            rows.add(f.layer, f.symmetry, f"verify_{mode}", r[mode], threshold=r["tol"], note=note)
+    extra = pd.DataFrame(rows.rows, columns=COLUMNS)
+    extra["count"], extra["of"] = extra["count"].astype("Int64"), extra["of"].astype("Int64")
+    out = pd.concat([df, extra], ignore_index=True)
+    out.attrs = {**df.attrs, "notes": [*df.attrs["notes"], f"verified {len(results)} findings (a random group element "
+                 f"each, train and eval mode): largest change {worst:.1e} where claimed; "
+                 + (f"AUDIT BUGS: {', '.join(bugs)}" if bugs else "no audit bug")]}
+    return out
 
 
 def _check_offsets(offsets, theta: Tensors) -> None:
@@ -79,10 +113,13 @@ def measure(found: Discovery, theta: Tensors, th: ms.Thresholds, theta0: Tensors
     spectrum_rows(rows, found.graph, theta, th)
     for name, why in found.unclassified.items():
         rows.add(name, "unclassified", "parameters", float(theta[name][0].numel()), note=why)
+    for name, why in found.partial.items():
+        rows.add(name, "unclassified", "unanalysed_roles", float(theta[name][0].numel()), note=why)
     df = pd.DataFrame(rows.rows, columns=COLUMNS)
     df["count"], df["of"] = df["count"].astype("Int64"), df["of"].astype("Int64")
     df.attrs["trace"] = TRACED[found.graph.method]
     df.attrs["notes"] = list(found.notes)
+    df.attrs["covered"] = found.covered
     return df
 
 
@@ -119,21 +156,21 @@ def _double_rotation(rows, f: Finding, theta, th, origin, found) -> None:
     switched off; under rotary embeddings, QK's frequency blocks switched off instead of QK ranks."""
     w = head_blocks(f.spec, theta)
     M, H, dh, _ = w["q"].shape
-    groups, rotary = f.spec["groups"], f.spec.get("rotary")
+    groups, partner = f.spec["groups"], f.spec.get("rotary")
     G = len(groups)
     heads = [f"{f.layer}.h{h}" for h in range(H)]
     names = heads if G == H else [f"{f.layer}.kv{g}" for g in range(G)]
     g = _Grouped(groups, M)
     if G < H:  # each query head's invariants; the directions a rotation can switch off are its group's
         ms.rank_rows(rows, heads, "double_rotation", ms.product_core(w["o"], w["v"]), dh, th, prefix="ov_", off=False)
-        if rotary is None:
+        if partner is None:
             ms.rank_rows(rows, heads, "double_rotation", ms.product_core(w["q"].transpose(-2, -1), w["k"]), dh, th,
                          prefix="qk_", off=False)
     ms.rank_rows(rows, names, "double_rotation", ms.product_core(g.stacked(w["o"]), g.lead(w["v"])), dh, th, prefix="ov_")
     g_ov = torch.cat([g.lead(w["v"]), g.side(w["o"].transpose(-2, -1))], dim=-1)
     rows.add(f.layer, "double_rotation", "ov_direction_distance_min", ms.direction_distance(g_ov.flatten(0, 1)).view(M, G).amin(1))
-    if rotary is not None:
-        off, n_blocks = _rotary_blocks_off(w, g, rotary, th)
+    if partner is not None:
+        off, n_blocks = rotary.blocks_off(w, g.order, g.first, g.r, partner, th.dead_tau)
         for k, name in enumerate(names):
             rows.add(name, "double_rotation", "qk_off_blocks", off[:, k], of=n_blocks, threshold=th.dead_tau,
                      note="rotary 2x2 blocks with W_Q^T R(delta) W_K = 0 for every delta (both invariants zero)")
@@ -181,22 +218,6 @@ class _Grouped:
     def side(self, x):  # [M, H, dh, b] -> [M, G, dh, r*b]
         y = x[:, self.order].reshape(self.M, self.G, self.r, *x.shape[2:])
         return y.permute(0, 1, 3, 2, 4).reshape(self.M, self.G, x.shape[2], self.r * x.shape[3])
-
-
-def _rotary_blocks_off(w, g: _Grouped, partner: torch.Tensor, th: ms.Thresholds):
-    """Per group, the rotary blocks f whose QK invariants W_Q,f^T W_K,f and W_Q,f^T J W_K,f vanish for
-    every query head of the group: sum_h tr(A_h B) + tr(J^T A_h J B), A_h = Q_h,f Q_h,f^T, B = K_f K_f^T."""
-    a = torch.nonzero(torch.arange(len(partner)) < partner).flatten()
-    pairs = torch.stack([a, partner[a]], dim=1)  # [blocks, 2]
-    q, k = w["q"].double()[:, :, pairs], g.lead(w["k"]).double()[:, :, pairs]  # [M, H|G, blocks, 2, d_in]
-    A = q @ q.transpose(-2, -1)
-    A = A[:, g.order].reshape(g.M, g.G, g.r, *A.shape[2:]).sum(2)
-    B = k @ k.transpose(-2, -1)
-    J = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)
-    n = (A * B.transpose(-2, -1)).sum((-2, -1)) + ((J.T @ A @ J) * B.transpose(-2, -1)).sum((-2, -1))
-    scale = n.clamp_min(0) ** 0.25  # in units of the weights
-    off = scale < th.dead_tau * scale.amax(-1, keepdim=True)
-    return off.sum(-1).double(), len(a)
 
 
 def _scale(rows, f: Finding, theta, th, origin, found) -> None:

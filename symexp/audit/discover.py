@@ -1,22 +1,28 @@
 """Find the mirror symmetries that a model's structure creates (paper.md 3), from its OpGraph.
 
-* hidden units between an input map (Linear/Conv) and output maps (Linear/Conv) through per-unit ops
-  (bias, BatchNorm/LayerNorm, elementwise activation, pooling, dropout): **permutation**; plus
-  **rescaling** when every activation is positively homogeneous (ReLU, LeakyReLU, max-pool), **sign**
-  when every activation is odd (tanh, ...); with no nonlinearity at all the path is linear: **rotation**;
+* channels one permutation must move together (symexp.audit.channels, from a traced run's shapes): a hidden
+  layer, a gated MLP, a depthwise block with its squeeze-excite, a whole residual stream: **permutation**;
+  without shapes (torch.fx, module order), hidden units between an input map and output maps through
+  per-unit ops (bias, norm, elementwise activation, pooling, dropout);
+* on such a single path, **rescaling** when every activation is positively homogeneous (ReLU, LeakyReLU,
+  max-pool), **sign** when every activation is odd (tanh, ...); with no nonlinearity at all: **rotation**;
+  a gated MLP's up/down pair: **rescaling** (symexp.audit.gated);
 * a norm gain (or a per-feature scale parameter) read only by Linear maps: **rescaling** per feature;
 * a weight followed by BatchNorm/LayerNorm: positive **scale** symmetry (no mirror);
 * logits read by a softmax (or the model's output, if trained with softmax cross-entropy): **translation**;
-* attention heads: **double rotation** (symexp.audit.attention).
+* attention heads: **double rotation** (symexp.audit.attention; grouped K/V, rotary embeddings).
 A finding whose parameters are also used elsewhere (tied weights) is not a symmetry of the model and is
-reported unclassified with the reason; every parameter no finding covers is listed as unclassified.
+reported unclassified with the reason; every parameter role no finding explains is listed
+(symexp.audit.coverage).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from symexp.audit.attention import find_attention
+from symexp.audit.channels import _forward as channel_axis
 from symexp.audit.channels import find_spaces
+from symexp.audit.coverage import unanalysed
 from symexp.audit.gated import find_gated
 from symexp.audit.graph import CONV_NDIM, ODD, POSITIVE_HOMOGENEOUS, Finding, Op, OpGraph
 
@@ -29,15 +35,18 @@ class Discovery:
     unclassified: dict[str, str]  # parameter -> why no symmetry covers it
     graph: OpGraph
     notes: list[str] = field(default_factory=list)
+    partial: dict[str, str] = field(default_factory=dict)  # parameter -> its roles no symmetry explains, and why
+    covered: float = 0.0  # fraction of parameter values with every role explained
 
 
 def discover(graph: OpGraph, softmax_output: bool | None = None) -> Discovery:
     """Every symmetry finding of the graph, and what is left unclassified (with reasons)."""
-    reasons: dict[int, str] = {}
+    reasons: dict[int, str] = {}  # op -> why no symmetry acts on its output side
+    in_reasons: dict[int, str] = {}  # op -> why none acts on its input side
     units = find_units(graph, reasons)
     if graph.method == "run":  # shapes known: channel spaces replace the single-path permutations
         rotations = {f.params for f in units if f.symmetry == "rotation"}
-        spaces = [f for f in find_spaces(graph, reasons) if f.params not in rotations]
+        spaces = [f for f in find_spaces(graph, reasons, in_reasons) if f.params not in rotations]
         units = [f for f in units if f.symmetry != "permutation"] + spaces + find_gated(graph)
     found = units + find_gains(graph, reasons) + find_scale(graph)
     found += find_translation(graph, softmax_output) + find_attention(graph)
@@ -49,24 +58,30 @@ def discover(graph: OpGraph, softmax_output: bool | None = None) -> Discovery:
             f.note = "; ".join(filter(None, [f.note, "inferred from module order"]))
         found = [f for f in found if f.symmetry != "rotation"]
     findings, tied = _merge(graph, found)
-    covered = {p for f in findings for p in f.params}
     by_op = {}
     for f in findings:
         for i in f.ops:
             by_op.setdefault(i, set()).add(f.symmetry)
-    unclassified = {p: tied.get(p) or _why(graph, p, reasons, by_op) for p in graph.param_shapes if p not in covered}
-    return Discovery(findings, unclassified, graph, list(graph.notes))
+    why = lambda p, axis: tied.get(p) or _why(graph, p, axis, reasons, in_reasons, by_op)  # noqa: E731
+    unclassified, partial, covered = unanalysed(graph, findings, why)
+    notes = [*graph.notes, f"coverage: {covered:.1%} of parameter values have every role explained by a symmetry; "
+             f"{len(unclassified)} tensor(s) unclassified, {len(partial)} with roles unanalysed (reasons in the table)"]
+    return Discovery(findings, unclassified, graph, notes, partial, covered)
 
 
-def _why(graph: OpGraph, p: str, reasons: dict[int, str], by_op: dict[int, set]) -> str:
+def _why(graph: OpGraph, p: str, axis: int, reasons: dict[int, str], in_reasons: dict[int, str],
+         by_op: dict[int, set]) -> str:
     users = sorted(graph.param_users.get(p, ()))
     if not users:
         return "not used in the traced forward pass"
-    op = graph.ops[users[0]]
-    what = op.what
-    if users[0] in by_op:
-        return f"{what} {op.label}: its other parameters carry {', '.join(sorted(by_op[users[0]]))}; none acts on this one"
-    return f"{what} {op.label}: " + reasons.get(users[0], "no mirror symmetry recognised")
+    u = users[0]
+    op = graph.ops[u]
+    is_input_side = axis == 1 and op.kind in ("linear", "conv", "mha")
+    reason = (in_reasons.get(u) or ("it reads the model input" if op.inputs and graph.ops[op.inputs[0]].kind == "input"
+                                    else None)) if is_input_side else reasons.get(u)
+    if reason is None and u in by_op:
+        return f"{op.what} {op.label}: its other parameters carry {', '.join(sorted(by_op[u]))}; none acts on this one"
+    return f"{op.what} {op.label}: " + (reason or "no mirror symmetry recognised")
 
 
 def _merge(graph: OpGraph, found: list[Finding]) -> tuple[list[Finding], dict[str, str]]:
@@ -91,7 +106,7 @@ def _merge(graph: OpGraph, found: list[Finding]) -> tuple[list[Finding], dict[st
                                    f"{other}, which the symmetry would have to move too")
             continue
         if f.instances > 1:
-            f.note = "; ".join(filter(None, [f.note, f"applied {f.instances} times (shared weights)"]))
+            f.note = "; ".join(filter(None, [f.note, f"applied {f.instances} times (shared weights, or the model calls it again)"]))
         kept.append(f)
     return kept, tied
 
@@ -116,6 +131,14 @@ def walk_units(graph: OpGraph, start: int, h: int, conv: bool):
     while len(graph.users(cur)) == 1:
         j = graph.users(cur)[0]
         u = graph.ops[j]
+        if u.kind == "shape" and u.inputs[:1] == [cur]:  # Conv1D's views, LayerNorm2d's permutes (needs shapes)
+            moved = _moved(graph, u, cur, layout)
+            if moved is None:
+                break
+            layout, ndim = moved, len(u.meta["shape"])
+            chain.append(j)
+            cur = j
+            continue
         if not _per_unit_step(graph, u, cur, h, layout, ndim):
             break
         chain.append(j)
@@ -138,6 +161,17 @@ def walk_units(graph: OpGraph, start: int, h: int, conv: bool):
         if fan_in != h and not (layout == "flat" and fan_in % h == 0):
             return chain, [], f"{op.label} reads {fan_in} inputs, not the {h} units"
     return chain, consumers, ""
+
+
+def _moved(graph: OpGraph, u: Op, cur: int, layout: str) -> str | None:
+    """The units' layout after a reshape/permute that keeps them whole, None if it does not (or no shapes)."""
+    shape, out = graph.ops[cur].meta.get("shape"), u.meta.get("shape")
+    if not shape or not out or layout == "flat" or u.name in ("split", "chunk", "getitem"):
+        return None
+    mapped = channel_axis(graph, u, cur, 1 if layout == "channels" else len(shape) - 1, 1)
+    if not isinstance(mapped, tuple) or mapped[1] != 1:
+        return None
+    return "channels" if mapped[0] == 1 and len(out) > 2 else "last" if mapped[0] == len(out) - 1 else None
 
 
 def _per_unit_step(graph: OpGraph, u: Op, cur: int, h: int, layout: str, ndim: int | None) -> bool:
@@ -250,7 +284,7 @@ def find_gains(graph: OpGraph, reasons: dict[int, str]) -> list[Finding]:
         conv = op.name == "batch_norm" and _ndim(op, None) != 2
         chain, consumers, why = walk_units(graph, i, h, conv) if gains else ([], [], "no per-feature gain")
         fed_by_map = graph.ops[op.inputs[0]].kind in PRODUCERS  # then its map's unit layer covers it
-        if fed_by_map or not consumers or any(graph.ops[c].kind not in ("pass", "scalar") for c in chain):
+        if fed_by_map or not consumers or any(graph.ops[c].kind not in ("pass", "scalar", "shape") for c in chain):
             reasons.setdefault(i, why or "its output passes through a nonlinearity or reshaping")
             continue
         outs = [graph.ops[c].params["weight"] for c in consumers]
@@ -280,8 +314,9 @@ def find_scale(graph: OpGraph) -> list[Finding]:
         if not per_channel and tuple(norm.meta.get("normalized_shape", ())) != (h,):
             continue
         spec = {"w": op.params["weight"], "biases": biases, "per_channel": per_channel}
-        note = ("each output channel's weights can be scaled by any lambda > 0" if per_channel else
-                "the whole weight can be scaled by any lambda > 0") + ": no mirror plane, no structure implied"
+        note = ("each output channel's weights can be scaled by any lambda > 0 (train mode: BatchNorm's running "
+                "statistics do not follow in eval mode)" if per_channel else "the whole weight can be scaled by any "
+                "lambda > 0") + "; exact up to the norm's eps; no mirror plane, no structure implied"
         out.append(Finding("scale", op.label, path | {norms[0]}, tuple(sorted({op.params["weight"], *biases})), spec, note))
     return out
 
@@ -293,7 +328,7 @@ def find_translation(graph: OpGraph, softmax_output: bool | None) -> list[Findin
         if op.kind != "linear":
             continue
         cur = i
-        while len(graph.users(cur)) == 1 and graph.ops[graph.users(cur)[0]].kind in ("pass", "scalar", "shape", "flatten"):
+        while len(graph.users(cur)) == 1 and _keeps_classes(graph.ops[graph.users(cur)[0]]):
             cur = graph.users(cur)[0]
         users = [graph.ops[u] for u in graph.users(cur)]
         explicit = len(users) == 1 and users[0].kind == "softmax" and _last_dim(users[0])
@@ -304,8 +339,16 @@ def find_translation(graph: OpGraph, softmax_output: bool | None) -> list[Findin
         params = tuple(p for p in (op.params["weight"], op.params.get("bias")) if p)
         ops = {i} | ({graph.users(cur)[0]} if explicit else set())
         out.append(Finding("translation", op.label, ops, params,
-                           {"w": op.params["weight"], "b": op.params.get("bias")}, note))
+                           {"w": op.params["weight"], "b": op.params.get("bias"), "explicit": explicit}, note))
     return out
+
+
+def _keeps_classes(op: Op) -> bool:
+    """Reshapes, and logits of several calls concatenated along another axis (a cached second half)."""
+    if op.name == "cat":
+        shape = op.meta.get("shape")
+        return bool(shape) and op.meta.get("dim", 0) % len(shape) != len(shape) - 1
+    return op.kind in ("pass", "scalar", "shape", "flatten")
 
 
 def _last_dim(op: Op) -> bool:

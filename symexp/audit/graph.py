@@ -130,6 +130,7 @@ class OpGraph:
         self.param_shapes: dict[str, tuple] = {}
         self.notes: list[str] = []
         self.head_counts: dict[str, int] = {}  # module path -> its n_head/num_heads attribute (fx has no shapes)
+        self.probe = None  # the input the traced run used (verification reruns the model on it)
         self.transposed: set[str] = set()  # weights stored [in, out] (Conv1D's addmm); shapes here are [out, in]
 
     def set_params(self, model) -> None:

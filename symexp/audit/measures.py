@@ -72,21 +72,29 @@ def _live(V: torch.Tensor, dead_tau: float) -> torch.Tensor:
     return (norms >= dead_tau * norms.amax(1, keepdim=True)) & (norms > 0)
 
 
+FLOAT32_ABOVE = 2_000_000  # entries per member above which pair distances are screened in float32
+
+
 def permutation_rows(rows: Rows, layer: str, V: torch.Tensor, th: Thresholds, V0: torch.Tensor | None,
                      symmetry: str = "permutation", note: str = "") -> None:
     """Dead/duplicate units and pair distances of unit vectors ``[M, h, p]``."""
-    V = V.double()  # once: every measure below works in float64
     M, h = V.shape[:2]
     i, j = torch.triu_indices(h, h, 1)  # every pair once
-    live = _live(V, th.dead_tau)
-    dist = pair_distances(V)[:, i, j]  # [M, pairs]
+    if V[0].numel() > FLOAT32_ABOVE:  # wide layers, residual streams: the Gram in float32, near pairs exact
+        live, dist = _screened(V, th, i, j)
+        dead = (~live).sum(1).double()
+    else:
+        V = V.double()  # every measure below works in float64
+        live = _live(V, th.dead_tau)
+        dist = pair_distances(V)[:, i, j]  # [M, pairs]
+        dead = (metrics.dead_fraction(V, th.dead_tau).double() * h).round()
     live_pairs = live[:, i] & live[:, j]
     rel = 4 * dist.square()  # = 2||v_i - v_j||^2 / (||v_i||^2 + ||v_j||^2), the independent-unit rule
     on_plane = live_pairs & (rel < th.unit_tol)
     independent = _independent(V, live, live_pairs & (rel < 2 * th.unit_tol), (i, j), th)
     groups = torch.tensor([_groups(h, i[on_plane[m]], j[on_plane[m]]) for m in range(M)], dtype=torch.float64)
     add = lambda measure, value, **kw: rows.add(layer, symmetry, measure, value, note=note, **kw)  # noqa: E731
-    add("dead_units", (metrics.dead_fraction(V, th.dead_tau).double() * h).round(), of=h, threshold=th.dead_tau)
+    add("dead_units", dead, of=h, threshold=th.dead_tau)
     add("independent_units", independent, of=h, threshold=th.unit_tol)
     add("duplicate_units", live.sum(1).double() - independent, of=h, threshold=th.unit_tol)
     add("duplicate_groups", groups, of=h // 2, threshold=th.unit_tol)
@@ -98,6 +106,29 @@ def permutation_rows(rows: Rows, layer: str, V: torch.Tensor, th: Thresholds, V0
         on0 = pair_distances(V0)[:, i, j] <= th.origin_rtol
         rows.add(layer, symmetry, "origin_on_plane", on0.sum(1).double(), of=len(i), threshold=th.origin_rtol,
                  note=ORIGIN_NOTE)
+
+
+def _screened(V: torch.Tensor, th: Thresholds, i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(live units, pair distances) with the Gram matrix in the input's precision (float32: ~1e-6 of the
+    squared norms) and every pair that could be near a plane (rel < 2 unit_tol + 1e-3) recomputed from its
+    two vectors in float64, so counts and small distances are exact; norms are summed in float64."""
+    peak = V.abs().flatten(1).amax(1).clamp_min(torch.finfo(V.dtype).tiny)[:, None, None]
+    Vs = V / peak
+    sq = Vs.square().sum(-1, dtype=torch.float64)
+    norms = sq.sqrt()
+    live = (norms >= th.dead_tau * norms.amax(1, keepdim=True)) & (norms > 0)
+    gram = (Vs @ Vs.transpose(1, 2)).double()
+    denom = sq[:, :, None] + sq[:, None, :]
+    d2 = (denom - 2 * gram).clamp_min(0) / (2 * torch.where(denom > 0, denom, torch.ones_like(denom)))
+    dist = d2[:, i, j].sqrt()
+    near = 4 * dist.square() < 2 * th.unit_tol + 1e-3
+    for m in range(V.shape[0]):
+        k = torch.nonzero(near[m]).flatten()
+        if len(k):
+            a, b = Vs[m, i[k]].double(), Vs[m, j[k]].double()
+            n = a.square().sum(-1) + b.square().sum(-1)
+            dist[m, k] = ((a - b).square().sum(-1) / (2 * torch.where(n > 0, n, torch.ones_like(n)))).sqrt()
+    return live, dist
 
 
 def _independent(V: torch.Tensor, live: torch.Tensor, candidate: torch.Tensor, pairs: tuple, th: Thresholds) -> torch.Tensor:

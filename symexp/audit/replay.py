@@ -3,7 +3,7 @@ of the projection's output features (reshape, permute, transpose, split/chunk/un
 repeat_interleave, a KV cache's cat with earlier positions), so that fused q/k/v projections, any head
 layout and grouped K/V are read off the run instead of assumed.
 
-Rotary embeddings (symexp.audit.rotary's pattern, q * cos + rotate(q) * sin with cos/sin computed from
+Rotary embeddings (symexp.audit.rotary: q * cos + rotate(q) * sin with cos/sin computed from
 positions only) pass through: the features keep their indices and the pairs the rotation mixes are recorded.
 Any other op (a per-feature gate, a norm over the head dimension) stops the replay: no head is claimed.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from symexp.audit import rotary
 from symexp.audit.channels import _order
 from symexp.audit.graph import UNARY, OpGraph
 
@@ -35,8 +36,9 @@ class _Replay:
         shape = op.meta.get("shape")
         if shape is None:
             return None
-        if op.kind == "linear":
-            return None  # another projection: heads mix two sources
+        if op.kind == "linear":  # the same projection on earlier positions (a KV cache): the same features
+            same = op.params.get("weight") == self.graph.ops[self.source].params.get("weight")
+            return torch.arange(shape[-1]).expand(shape) if same else None
         if op.kind == "item":
             split = g.ops[op.inputs[0]]
             v = self.value(split.inputs[0]) if split.inputs else None
@@ -86,7 +88,7 @@ class _Replay:
                 return None
             if torch.equal(va, vb):
                 return va
-            partner = _pairs(va, vb)
+            partner = rotary.pairs(va, vb)
             if partner is None or (self.rotary is not None and not torch.equal(partner, self.rotary)):
                 return None
             self.rotary = partner  # q * cos + rotate(q) * sin: the rotary pairs
@@ -98,21 +100,6 @@ class _Replay:
         if op.name == "mul" and other_shape and other_shape[-1] != 1:
             self.scaled = True  # cos/sin of a rotary embedding; anything else is caught below
         return v.expand(shape) if op.name == "mul" or not other_shape else None
-
-
-def _pairs(va: torch.Tensor, vb: torch.Tensor) -> torch.Tensor | None:
-    """partner[d] with vb[..., d] = va[..., partner[d]]: an involution without fixed points (2x2 blocks)."""
-    row_a, row_b = va.reshape(-1, va.shape[-1]), vb.reshape(-1, vb.shape[-1])
-    valid = (row_a >= 0).all(1)
-    if not valid.any():
-        return None
-    ra, rb = row_a[valid][0], row_b[valid][0]
-    pos = {int(x): d for d, x in enumerate(ra.tolist())}
-    if len(pos) != len(ra) or any(int(x) not in pos for x in rb.tolist()):
-        return None
-    partner = torch.tensor([pos[int(x)] for x in rb.tolist()])
-    ok = torch.equal(partner[partner], torch.arange(len(partner))) and bool((partner != torch.arange(len(partner))).all())
-    return partner if ok and torch.equal(row_a[valid][:, partner], row_b[valid]) else None
 
 
 def constant(graph: OpGraph, t: int, seen: set | None = None) -> bool:
@@ -142,10 +129,10 @@ def _source(graph: OpGraph, t: int) -> int | None:
             continue
         seen.add(j)
         op = graph.ops[j]
-        if op.kind == "linear":
-            if found is not None and found != j:
+        if op.kind == "linear":  # one projection (applied again to a cache's earlier positions)
+            if found is not None and graph.ops[found].params.get("weight") != op.params.get("weight"):
                 return None
-            found = j
+            found = j if found is None else found
             continue
         stack.extend(i for i in (graph.ops[op.inputs[0]].inputs if op.kind == "item" else op.inputs)
                      if not constant(graph, i))

@@ -35,13 +35,16 @@ def _trace(model: nn.Module, example_inputs) -> OpGraph:
     names = canonical_names(model)
     if example_inputs is not None:
         try:
-            return run_graph(model, example_inputs, names, "run", record=True)
+            g = run_graph(model, example_inputs, names, "run", record=True)
+            g.probe = example_inputs
+            return g
         except Exception as e:  # noqa: BLE001 - any failure of the user's forward is reported in one line
             raise TraceError(f"model(example_inputs) failed: {type(e).__name__}: {_first_line(e)}") from e
     failures = []
     for probe in probe_inputs(model):
         try:
             g = run_graph(model, probe, names, "run", record=False)
+            g.probe = probe
             g.notes.append(f"traced by running on a probe input {_describe(probe)} (no example inputs)")
             return g
         except Exception as e:  # noqa: BLE001

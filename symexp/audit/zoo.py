@@ -3,9 +3,9 @@ speed bench's full-size models. Each reproduces the operations its family's refe
 transformers/timm write them), because the audit reads operations, not module names:
 
 * `GPT2`      transformers' GPT-2: Conv1D (torch.addmm, weight [in, out]), fused c_attn split into q, k, v,
-              learned positions, pre-LN, tanh-GELU MLP, LM head tied to the token embedding.
+              learned positions, pre-LN, gelu_new written out, LM head tied to the token embedding.
               GPT-2 small: GPT2() (12 layers, 768 wide, 12 heads, vocab 50257, context 1024).
-* `Llama`     grouped K/V (any number of KV heads, repeat_kv), rotary embeddings (rotate_half), an
+* `Llama`     grouped K/V (any number of KV heads; repeat_kv, or SDPA's enable_gqa), rotary embeddings (rotate_half), an
               optional KV cache (torch.cat of past keys/values), SwiGLU MLP, RMSNorm, optionally tied embeddings.
 * `ViT`       timm's VisionTransformer: conv patch embedding, class token, fused qkv through
               reshape -> permute -> unbind(0), pre-LN, GELU MLP.
@@ -52,13 +52,18 @@ class GPT2Attention(nn.Module):
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
+def new_gelu(x):
+    """transformers' NewGELUActivation (GPT-2's gelu_new), written out as it runs: several elementwise ops."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
 class GPT2MLP(nn.Module):
     def __init__(self, d: int):
         super().__init__()
         self.c_fc, self.c_proj = Conv1D(4 * d, d), Conv1D(d, 4 * d)
 
     def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.c_proj(new_gelu(self.c_fc(x)))
 
 
 class GPT2Block(nn.Module):
@@ -109,9 +114,9 @@ class LlamaAttention(nn.Module):
     """transformers' LlamaAttention (eager): RoPE on q and k (pairs (i, i + d_head/2) rotate together),
     K/V heads repeated for their group of query heads, optional KV cache."""
 
-    def __init__(self, d: int, n_head: int, n_kv_head: int, theta: float = 10000.0):
+    def __init__(self, d: int, n_head: int, n_kv_head: int, theta: float = 10000.0, enable_gqa: bool = False):
         super().__init__()
-        self.n_head, self.n_kv, self.dh = n_head, n_kv_head, d // n_head
+        self.n_head, self.n_kv, self.dh, self.enable_gqa = n_head, n_kv_head, d // n_head, enable_gqa
         self.q_proj = nn.Linear(d, n_head * self.dh, bias=False)
         self.k_proj = nn.Linear(d, n_kv_head * self.dh, bias=False)
         self.v_proj = nn.Linear(d, n_kv_head * self.dh, bias=False)
@@ -132,9 +137,11 @@ class LlamaAttention(nn.Module):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         cache = (k, v)
         group = self.n_head // self.n_kv
-        k, v = (t[:, :, None].expand(B, self.n_kv, group, *t.shape[2:]).reshape(B, self.n_head, *t.shape[2:])
-                for t in (k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=past is None)
+        if not self.enable_gqa:  # transformers' repeat_kv
+            k, v = (t[:, :, None].expand(B, self.n_kv, group, *t.shape[2:]).reshape(B, self.n_head, *t.shape[2:])
+                    for t in (k, v))
+        mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)  # causal, after the cache
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.enable_gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), cache
 
 
@@ -149,9 +156,10 @@ class SwiGLU(nn.Module):
 
 
 class LlamaBlock(nn.Module):
-    def __init__(self, d, n_head, n_kv_head, hidden):
+    def __init__(self, d, n_head, n_kv_head, hidden, enable_gqa=False):
         super().__init__()
-        self.input_layernorm, self.self_attn = RMSNorm(d), LlamaAttention(d, n_head, n_kv_head)
+        self.input_layernorm = RMSNorm(d)
+        self.self_attn = LlamaAttention(d, n_head, n_kv_head, enable_gqa=enable_gqa)
         self.post_attention_layernorm, self.mlp = RMSNorm(d), SwiGLU(d, hidden)
 
     def forward(self, x, past=None):
@@ -161,33 +169,34 @@ class LlamaBlock(nn.Module):
 
 
 class Llama(nn.Module):
-    """forward(idx) -> logits; with use_cache, forward(idx, past) -> (logits, cache) on a cache it is given
-    (a cache of `past_len` random positions when past is None)."""
+    """forward(idx) -> logits. use_cache: the first half of the tokens fills a KV cache, the second half
+    attends to it (the keys and values of earlier positions concatenated, as in generation)."""
 
     def __init__(self, vocab: int = 256, d: int = 64, n_layer: int = 2, n_head: int = 8, n_kv_head: int = 2,
-                 hidden: int = 96, tie: bool = False, use_cache: bool = False, past_len: int = 3):
+                 hidden: int = 96, tie: bool = False, use_cache: bool = False, enable_gqa: bool = False):
         super().__init__()
         self.embed_tokens = nn.Embedding(vocab, d)
-        self.layers = nn.ModuleList(LlamaBlock(d, n_head, n_kv_head, hidden) for _ in range(n_layer))
+        self.layers = nn.ModuleList(LlamaBlock(d, n_head, n_kv_head, hidden, enable_gqa) for _ in range(n_layer))
         self.norm = RMSNorm(d)
         self.lm_head = nn.Linear(d, vocab, bias=False)
         if tie:
             self.lm_head.weight = self.embed_tokens.weight
-        self.use_cache, self.past_len = use_cache, past_len
+        self.use_cache = use_cache
 
-    def forward(self, idx, past=None):
+    def run(self, idx, past=None):
         x = self.embed_tokens(idx)
-        if self.use_cache and past is None:  # a cache from earlier positions, as in generation
-            a = self.layers[0].self_attn
-            g = torch.Generator().manual_seed(0)
-            past = [tuple(torch.randn(idx.shape[0], a.n_kv, self.past_len, a.dh, generator=g) for _ in "kv")
-                    for _ in self.layers]
         caches = []
         for i, layer in enumerate(self.layers):
-            x, cache = layer(x, past[i] if past is not None else None)
+            x, cache = layer(x, None if past is None else past[i])
             caches.append(cache)
-        logits = self.lm_head(self.norm(x))
-        return (logits, caches) if self.use_cache else logits
+        return self.lm_head(self.norm(x)), caches
+
+    def forward(self, idx):
+        if not self.use_cache:
+            return self.run(idx)[0]
+        half = idx.shape[1] // 2
+        first, cache = self.run(idx[:, :half])
+        return torch.cat([first, self.run(idx[:, half:], cache)[0]], dim=1)
 
 
 class ViTAttention(nn.Module):
@@ -381,8 +390,8 @@ class ConvNeXtBlock(nn.Module):
 
     def forward(self, x):
         y = self.dwconv(x).permute(0, 2, 3, 1)
-        y = self.gamma * self.pwconv2(self.act(self.pwconv1(self.norm(y))))
-        return x + y.permute(0, 3, 1, 2)
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y)))).permute(0, 3, 1, 2)
+        return x + y.mul(self.gamma.reshape(1, -1, 1, 1))  # timm's layer scale, channels first
 
 
 class ConvNeXt(nn.Module):
