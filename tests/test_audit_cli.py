@@ -132,15 +132,17 @@ def test_checkpoint_from_a_model_file_with_kwargs_and_safetensors(runs, files):
     sigma = float(torch.linalg.svdvals(model.body[0].weight.detach().double())[0])
     assert row("spectrum", "spectrum/sv0", "body.0.weight").tolist() == pytest.approx([sigma], rel=1e-9)
     assert "zero_units 1/12" in out and "spectra of 2 weight matrices" in out
+    assert "no audit bug" in out and (df.measure == "verify_train").any()  # verified by default: a small model
 
 
 def test_a_bare_model_is_audited_as_built(files, tmp_path, monkeypatch, capsys):
     d, _ = files
     monkeypatch.chdir(tmp_path)
-    assert cli_main(["--model", f"{d}/nets.py:Net", "--model-kwargs", '{"width": 5}']) == 0
+    assert cli_main(["--model", f"{d}/nets.py:Net", "--model-kwargs", '{"width": 5}', "--no-verify"]) == 0
     text = (tmp_path / "nets.Net.audit" / "summary.txt").read_text()
     assert "no checkpoint" in text and text in capsys.readouterr().out
     df = pd.read_csv(tmp_path / "nets.Net.audit" / "audit.csv")
+    assert not df.measure.str.startswith("verify").any()
     assert df[df.measure == "rank/tau@0.001"].set_index("layer")["of"].to_dict() == {"body.0.weight": 5, "body.2.weight": 3}
 
 

@@ -6,7 +6,7 @@
     symexp audit model.bin --model hf:config.json    # transformers' model with local weights
     symexp audit --model timm:resnet50 --input-shape 2,3,224,224
     symexp audit results/runs/quick/fig1_right/<job>                          # every member of a symexp job
-    symexp audit ... --out DIR --threshold dead_tau=0.05
+    symexp audit ... --out DIR --threshold dead_tau=0.05 --verify
 
 MODEL: pkg.module:Factory | path/to/file.py:Factory | hf:<config.json or folder> (needs transformers) |
 timm:<name> (needs timm). --model-kwargs: a JSON object, or @file.json / @file.yaml holding one (a factory's
@@ -14,6 +14,8 @@ keyword arguments; hf: config fields; timm: create_model's). Nothing is download
 Checkpoints: .safetensors (read from its header, no package needed), or .pt/.pth/.bin read with
 torch.load(weights_only=True): a state_dict, alone or under 'state_dict'/'model'; never a pickled model.
 
+--verify (default up to 2M parameters) checks every finding on the model: a random element of its group
+applied to a copy changes the outputs by at most the tolerance, or the summary names it as a bug of the audit.
 Writes DIR/audit.csv, audit.parquet, audit.png and summary.txt (default DIR: <job>/audit, <checkpoint>.audit/
 beside the file, or ./<model>.audit), and prints the summary. Every bad input is one line on stderr and
 exit status 2, before anything is written.
@@ -26,6 +28,8 @@ import sys
 from pathlib import Path
 
 from symexp.audit.errors import AuditError, CheckpointError
+
+VERIFY_MAX = 2_000_000  # parameters up to which --verify is the default (ResNet18: audit 1.3 CPU-s, verify 8.6)
 
 
 def add_subparser(subparsers) -> argparse.ArgumentParser:
@@ -40,6 +44,9 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: <job>/audit, <checkpoint>.audit or ./<model>.audit)")
     p.add_argument("--input-shape", help="comma-separated shape of random example inputs, e.g. 64,3,32,32 "
                                          "(adds units never active on them)")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction,
+                   help="apply a random element of every finding's group to a copy of the model and compare outputs "
+                        f"(default: on up to {VERIFY_MAX:,} parameters; ResNet18's 11M took 6.6x the audit)")
     p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
                    help="override a threshold (dead_tau, unit_tol, rank_tau, rank_atol, active_atol, origin_rtol)")
     p.set_defaults(fn=run)
@@ -56,9 +63,9 @@ def run(args) -> int:
     if path is not None and not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     if path is not None and path.is_dir():
-        if args.model or args.input_shape or args.model_kwargs:
-            raise AuditError("--model/--model-kwargs/--input-shape are for checkpoints and models; a job directory "
-                             "names its model in config.yaml")
+        if args.model or args.input_shape or args.model_kwargs or args.verify:
+            raise AuditError("--model/--model-kwargs/--input-shape/--verify are for checkpoints and models; a job "
+                             "directory names its model in config.yaml")
         from symexp.audit.jobs import audit_job
 
         return _write(audit_job(path, **th), Path(args.out) if args.out else path / "audit", str(path))
@@ -75,7 +82,8 @@ def run(args) -> int:
         load_into(model, sd, weights, args.model)
     from symexp.audit.core import audit  # pandas, scipy, the audit itself
 
-    df = audit(model, _inputs(dims, model), **th)
+    verify = args.verify if args.verify is not None else sum(p.numel() for p in model.parameters()) <= VERIFY_MAX
+    df = audit(model, _inputs(dims, model), verify=verify, **th)
     if weights is None:
         df.attrs["notes"] = [*df.attrs.get("notes", []), "no checkpoint: the model's weights as its constructor made them"]
     out = Path(args.out) if args.out else path.with_name(path.name + ".audit") if path else _default_out(spec)
