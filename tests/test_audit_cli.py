@@ -170,3 +170,21 @@ def test_safetensors_reader_round_trips_and_refuses_what_does_not_fit(tmp_path):
         (tmp_path / "bad.safetensors").write_bytes(blob)
         with pytest.raises(CheckpointError, match="not a valid .safetensors file"):
             read_safetensors(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
+                    reason="transformers is not installed (optional: the hf: scheme)")
+def test_hf_folder_with_its_saved_weights(tmp_path, monkeypatch, capsys):
+    import transformers
+
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=4, vocab_size=50, n_positions=16)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config)
+    model.save_pretrained(tmp_path / "gpt2")  # config.json and model.safetensors (the head tied: saved once)
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["--model", f"hf:{tmp_path / 'gpt2'}", "--no-verify"]) == 0
+    df = pd.read_csv(tmp_path / "gpt2.audit" / "audit.csv")
+    sv0 = df[(df.measure == "spectrum/sv0")].set_index("layer").value
+    w = model.transformer.h[0].attn.c_attn.weight.detach().double()
+    assert sv0["transformer.h.0.attn.c_attn.weight"] == pytest.approx(float(torch.linalg.svdvals(w)[0]), rel=1e-9)
+    assert "model.safetensors" in capsys.readouterr().out

@@ -73,9 +73,9 @@ class ModelSpec:
             raise AuditError(f"--model {self.text!r}: importing {self.target} failed: {type(e).__name__}: "
                              f"{first_line(e)}") from None
 
-    def _call(self, factory, **kwargs):
+    def _call(self, factory, *args, **kwargs):
         try:
-            return factory(**kwargs)
+            return factory(*args, **kwargs)
         except Exception as e:  # noqa: BLE001
             given = f"with {json.dumps(kwargs)}" if kwargs else "with no arguments"
             raise AuditError(f"--model {self.text!r}: calling it {given} failed ({type(e).__name__}: {first_line(e)})") from None
