@@ -33,7 +33,8 @@ from symexp.models.resnet import ResNet18
 from symexp.models.transformer import Transformer
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {"resnet18_w1": lambda: ResNet18(3, 10, 1.0), "transformer_6x384": lambda: Transformer(65, 256, 6, 6, 384, 0.02),
+MODELS = {"resnet18_w1": lambda: ResNet18(3, 10, 1.0),
+          "transformer_6x384": lambda: Transformer(65, 256, 6, 6, 384, 0.02),
           "gpt2_small": zoo.GPT2, "resnet50": zoo.ResNet}
 
 

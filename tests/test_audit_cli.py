@@ -67,29 +67,33 @@ def files(tmp_path_factory):
     return d, model
 
 
-ERRORS = {  # case: (arguments, what the one line says); {d} is the files' folder
+ERRORS = {  # case: (arguments, what the one line says); {d}: the files' folder, {net}: --model {d}/nets.py:Net
     "no_model": ("{d}/net.safetensors", "needs --model"),
-    "missing_checkpoint": ("{d}/absent.pt --model {d}/nets.py:Net", "absent.pt: no such file or directory"),
+    "missing_checkpoint": ("{d}/absent.pt {net}", "absent.pt: no such file or directory"),
     "missing_model_file": ("{d}/net.safetensors --model {d}/absent.py:Net", "absent.py: no such file"),
     "bad_form": ("{d}/net.safetensors --model nets", "allowed forms: pkg.module:Factory, path/to/file.py:Factory"),
-    "kwargs_not_json": ("--model {d}/nets.py:Net --model-kwargs {{width:", "cannot read it (JSONDecodeError"),
-    "kwargs_not_mapping": ("--model {d}/nets.py:Net --model-kwargs [12]", "holds a list; allowed: a mapping"),
-    "kwargs_file_missing": ("--model {d}/nets.py:Net --model-kwargs @{d}/absent.yaml", "cannot read it (FileNotFoundError"),
-    "unknown_option": ("{d}/net.safetensors --model {d}/nets.py:Net --widht 3", "unrecognized arguments: --widht"),
-    "threshold_form": ("{d}/net.safetensors --model {d}/nets.py:Net --threshold dead_tau", "allowed form is NAME=NUMBER"),
+    "kwargs_not_json": ("{net} --model-kwargs {{width:", "cannot read it (JSONDecodeError"),
+    "kwargs_not_mapping": ("{net} --model-kwargs [12]", "holds a list; allowed: a mapping"),
+    "kwargs_file_missing": ("{net} --model-kwargs @{d}/absent.yaml", "cannot read it (FileNotFoundError"),
+    "unknown_option": ("{d}/net.safetensors {net} --widht 3", "unrecognized arguments: --widht"),
+    "threshold_form": ("{d}/net.safetensors {net} --threshold dead_tau", "allowed form is NAME=NUMBER"),
     "hf_missing": ("--model hf:{d}", "needs the transformers package, which is not installed"),
     "timm_missing": ("--model timm:resnet50", "needs the timm package, which is not installed"),
     # these import torch
-    "pickled": ("{d}/pickled.pt --model {d}/nets.py:Net", "refused by torch.load(weights_only=True)"),
-    "corrupt_safetensors": ("{d}/corrupt.safetensors --model {d}/nets.py:Net", "not a valid .safetensors file (header length"),
+    "pickled": ("{d}/pickled.pt {net}", "refused by torch.load(weights_only=True)"),
+    "corrupt_safetensors": ("{d}/corrupt.safetensors {net}", "not a valid .safetensors file (header length"),
     "syntax_error": ("--model {d}/broken.py:Net", "failed: SyntaxError: invalid syntax (broken.py, line 2)"),
-    "bad_kwarg": ("--model {d}/nets.py:Net --model-kwargs {{\"depth\":2}}", 'calling it with {{"depth": 2}} failed (TypeError'),
-    "misfit": ("{d}/net.safetensors --model {d}/nets.py:Net", "does not fit {d}/nets.py:Net: shape: body.0.weight (12, 6) vs (10, 6)"),
-    "threshold_name": ("{d}/net.safetensors --model {d}/nets.py:Net --model-kwargs @{d}/kwargs.yaml --threshold deadtau=1",
+    "bad_kwarg": ("{net} --model-kwargs {{\"depth\":2}}", 'calling it with {{"depth": 2}} failed (TypeError'),
+    "misfit": ("{d}/net.safetensors {net}", "does not fit {d}/nets.py:Net: shape: body.0.weight (12, 6) vs (10, 6)"),
+    "threshold_name": ("{d}/net.safetensors {net} --model-kwargs @{d}/kwargs.yaml --threshold deadtau=1",
                        "unknown threshold 'deadtau'; allowed: active_atol, dead_tau"),
 }
 NEEDS = {"hf_missing": "transformers", "timm_missing": "timm"}  # cases that need the package absent
-SUCCESS = "{d}/net.safetensors --model {d}/nets.py:Net --model-kwargs @{d}/kwargs.yaml --out {d}/report --input-shape 16,6"
+SUCCESS = "{d}/net.safetensors {net} --model-kwargs @{d}/kwargs.yaml --out {d}/report --input-shape 16,6"
+
+
+def fill(text: str, d) -> str:
+    return text.format(d=d, net=f"--model {d}/nets.py:Net")
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +101,7 @@ def runs(files):
     """Every case's (exit status, stdout, stderr), the CLI run as `python -m symexp.cli audit ...`."""
     d, _ = files
     cases = {name: f"{args} --out {{d}}/out_{name}" for name, (args, _) in ERRORS.items()} | {"success": SUCCESS}
-    procs = {name: subprocess.Popen([sys.executable, "-m", "symexp.cli", "audit", *args.format(d=d).split()],
+    procs = {name: subprocess.Popen([sys.executable, "-m", "symexp.cli", "audit", *fill(args, d).split()],
                                     cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
              for name, args in cases.items()}
@@ -111,7 +115,7 @@ def test_every_error_is_one_plain_line_with_exit_2(runs, files, case):
     d, _ = files
     rc, out, err = runs[case]
     assert rc == 2 and err.count("\n") == 1 and "\x1b" not in err, (rc, err)
-    assert err.startswith(("symexp audit: ", "symexp: ")) and ERRORS[case][1].format(d=d) in err, err
+    assert err.startswith(("symexp audit: ", "symexp: ")) and fill(ERRORS[case][1], d) in err, err
     assert out == "" and not (d / f"out_{case}").exists()
 
 
@@ -127,10 +131,10 @@ def test_checkpoint_from_a_model_file_with_kwargs_and_safetensors(runs, files):
     rc, out, err = runs["success"]
     assert rc == 0, err
     df = pd.read_csv(d / "report" / "audit.csv")
-    row = lambda sym, measure, layer: df[(df.symmetry == sym) & (df.measure == measure) & (df.layer == layer)].value  # noqa: E731
-    assert row("rescaling", "zero_units", "body.0").tolist() == [1]  # the planted unit: the checkpoint's weights
+    values = df.set_index(["symmetry", "measure", "layer"]).value
+    assert values[("rescaling", "zero_units", "body.0")] == 1  # the planted unit: the checkpoint's weights
     sigma = float(torch.linalg.svdvals(model.body[0].weight.detach().double())[0])
-    assert row("spectrum", "spectrum/sv0", "body.0.weight").tolist() == pytest.approx([sigma], rel=1e-9)
+    assert values[("spectrum", "spectrum/sv0", "body.0.weight")] == pytest.approx(sigma, rel=1e-9)
     assert "zero_units 1/12" in out and "spectra of 2 weight matrices" in out
     assert "no audit bug" in out and (df.measure == "verify_train").any()  # verified by default: a small model
 
@@ -143,14 +147,16 @@ def test_a_bare_model_is_audited_as_built(files, tmp_path, monkeypatch, capsys):
     assert "no checkpoint" in text and text in capsys.readouterr().out
     df = pd.read_csv(tmp_path / "nets.Net.audit" / "audit.csv")
     assert not df.measure.str.startswith("verify").any()
-    assert df[df.measure == "rank/tau@0.001"].set_index("layer")["of"].to_dict() == {"body.0.weight": 5, "body.2.weight": 3}
+    tau = df[df.measure == "rank/tau@0.001"].set_index("layer")["of"]
+    assert tau.to_dict() == {"body.0.weight": 5, "body.2.weight": 3}
 
 
 def test_safetensors_reader_round_trips_and_refuses_what_does_not_fit(tmp_path):
     tensors = {f"t{i}": (torch.randn(3, 4) * 10).to(dt) for i, dt in enumerate(DTYPES)} | {"empty": torch.zeros(0, 5)}
     write_safetensors(tmp_path / "ok.safetensors", tensors)
     back = read_safetensors(tmp_path / "ok.safetensors")
-    assert back.keys() == tensors.keys() and all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in tensors.items())
+    assert back.keys() == tensors.keys()
+    assert all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in tensors.items())
     good = (tmp_path / "ok.safetensors").read_bytes()
     n = int.from_bytes(good[:8], "little")
     table = json.loads(good[8:8 + n])

@@ -59,8 +59,8 @@ def expected(W: torch.Tensor, groups: int = 1) -> dict[str, float]:
         blocks = [g[k, :, :, p] for k in range(groups) for p in range(g.shape[-1])]
     s = torch.cat([torch.linalg.svdvals(b) for b in blocks]).sort(descending=True).values
     p = s / s.sum()
-    return {"rank/stable": float((s / s[0]).square().sum()), "rank/erank": float(torch.exp(-torch.special.xlogy(p, p).sum())),
-            TAU: float((s > 1e-3 * s[0]).sum()), "spectrum/sv0": float(s[0])}
+    return {"rank/stable": float((s / s[0]).square().sum()), TAU: float((s > 1e-3 * s[0]).sum()),
+            "rank/erank": float(torch.exp(-torch.special.xlogy(p, p).sum())), "spectrum/sv0": float(s[0])}
 
 
 def spectra(df, member=0):
@@ -77,7 +77,8 @@ def test_every_matrix_has_the_spectrum_of_its_slices():
     sp = spectra(audit(model, inputs()))
     want = {"emb.weight": expected(model.emb.weight), "pos": expected(model.pos[0]), "c_fc": expected(model.c_fc),
             "fc.weight": expected(model.fc.weight), "conv.weight": expected(model.conv.weight),
-            "grouped.weight": expected(model.grouped.weight, 2), "depthwise.weight": expected(model.depthwise.weight, 12),
+            "grouped.weight": expected(model.grouped.weight, 2),
+            "depthwise.weight": expected(model.depthwise.weight, 12),
             "up.weight": expected(model.up.weight, 3)}
     assert set(sp.index) == set(want)  # biases and vectors have no spectrum
     for layer, values in want.items():
@@ -93,7 +94,8 @@ def test_members_are_measured_each_on_their_own_and_non_finite_is_nan():
     with torch.no_grad():
         b.fc.weight[:, 5:] = 0
     found = discover(trace(a, inputs()))
-    theta = {n: torch.stack([pa.detach(), pb.detach()]) for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters())}
+    pb = dict(b.named_parameters())
+    theta = {n: torch.stack([p.detach(), pb[n].detach()]) for n, p in a.named_parameters()}
     df = measure(found, theta, thresholds())
     for m, model in enumerate((a, b)):
         pd.testing.assert_frame_equal(spectra(df, m), spectra(audit(model, inputs())), rtol=1e-9)

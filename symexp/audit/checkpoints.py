@@ -33,7 +33,8 @@ def read_tensors(path: Path) -> Tensors:
         raise CheckpointError(f"{path}: refused by torch.load(weights_only=True) (it holds objects other than "
                               f"tensors and plain containers; save model.state_dict()): {first_line(e)}") from None
     except Exception as e:  # noqa: BLE001 - truncated zip, random bytes, wrong format: one line
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first_line(e)})") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint "
+                              f"({type(e).__name__}: {first_line(e)})") from None
     for key in (None, "state_dict", "model_state_dict", "model"):
         sd = obj if key is None else obj.get(key) if isinstance(obj, dict) else None
         if isinstance(sd, dict) and sd and all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
@@ -94,7 +95,8 @@ def load_into(model: nn.Module, sd: Tensors, path: Path, spec: str) -> None:
     tied = {k for k in own if k not in sd and any(own[k] is own[j] for j in sd if j in own)}
     missing = [k for k in own if k not in sd and k not in tied]
     unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in sd and sd[k].shape != own[k].shape]
     if missing or unexpected or shapes:
         parts = [f"{name}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''} ({len(keys)})"
                  for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if keys]

@@ -85,7 +85,7 @@ def run(args) -> int:
     verify = args.verify if args.verify is not None else sum(p.numel() for p in model.parameters()) <= VERIFY_MAX
     df = audit(model, _inputs(dims, model), verify=verify, **th)
     if weights is None:
-        df.attrs["notes"] = [*df.attrs.get("notes", []), "no checkpoint: the model's weights as its constructor made them"]
+        df.attrs["notes"].append("no checkpoint: the weights as the model's constructor made them")
     out = Path(args.out) if args.out else path.with_name(path.name + ".audit") if path else _default_out(spec)
     return _write(df, out, str(weights or args.model))
 
@@ -138,7 +138,8 @@ def _inputs(dims: list[int] | None, model):
         return None
     p = next(model.parameters(), None)
     gen = torch.Generator().manual_seed(0)
-    return torch.randn(*dims, generator=gen, dtype=p.dtype if p is not None and p.is_floating_point() else torch.float32)
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    return torch.randn(*dims, generator=gen, dtype=dtype)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,7 +78,8 @@ class ModelSpec:
             return factory(*args, **kwargs)
         except Exception as e:  # noqa: BLE001
             given = f"with {json.dumps(kwargs)}" if kwargs else "with no arguments"
-            raise AuditError(f"--model {self.text!r}: calling it {given} failed ({type(e).__name__}: {first_line(e)})") from None
+            raise AuditError(f"--model {self.text!r}: calling it {given} failed "
+                             f"({type(e).__name__}: {first_line(e)})") from None
 
     def _hf(self):
         transformers = _package("transformers", self.text)
@@ -87,9 +88,11 @@ class ModelSpec:
         try:
             config = json.loads(config_file.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise AuditError(f"--model {self.text!r}: {config_file} is not a readable JSON config ({first_line(e)})") from None
+            raise AuditError(f"--model {self.text!r}: {config_file} is not a readable JSON config "
+                             f"({first_line(e)})") from None
         if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
-            raise AuditError(f"--model {self.text!r}: {config_file} has no \"model_type\" (save it with save_pretrained)")
+            raise AuditError(f"--model {self.text!r}: {config_file} has no \"model_type\" "
+                             "(transformers' save_pretrained writes one)")
         model_type = config.pop("model_type")
         config = self._call(lambda: transformers.AutoConfig.for_model(model_type, **{**config, **self.kwargs}))
         arch = next((a for a in getattr(config, "architectures", None) or [] if hasattr(transformers, a)), None)

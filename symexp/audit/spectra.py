@@ -16,8 +16,8 @@ Measures (symexp.metrics.rank on the pooled spectrum, names from symexp.metrics.
 (of = the number of singular values) and sigma_1 (WeightWatcher's spectral_norm is sigma_1^2).
 
 Singular values come from the Gram matrix on the smaller side, in float64 (BLAS syrk, LAPACK eigh): for
-GPT-2's 50257 x 768 embedding 0.87 CPU-s against 1.79 for a float32 SVD (1 thread), equal to 1e-14 sigma_1; float64 resolves sigma down to ~1e-8 sigma_1,
-far below rank_tau.
+GPT-2's 50257 x 768 embedding 0.87 CPU-s against 1.79 for a float32 SVD (1 thread), equal to 1e-14 sigma_1;
+float64 resolves sigma down to ~1e-8 sigma_1, far below rank_tau.
 """
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ def blocks(w: torch.Tensor, groups: int | None) -> tuple[torch.Tensor, str] | No
     g = groups or 1
     out, cols, kernel = shape[0], shape[1], math.prod(shape[2:])
     # [M, out, cols, K] -> [M, K, g, out/g, cols] -> one block per kernel position and group
-    b = w.reshape(w.shape[0], g, out // g, cols, kernel).permute(0, 4, 1, 2, 3).reshape(w.shape[0], kernel * g, out // g, cols)
+    M = w.shape[0]
+    b = w.reshape(M, g, out // g, cols, kernel).permute(0, 4, 1, 2, 3).reshape(M, kernel * g, out // g, cols)
     how = "conv" if groups else "not traced as a conv; read by shape as a conv weight"
     if kernel == 1 and g == 1:
         return b, f"{how} 1x1: matrix {out} x {cols}"
@@ -116,7 +117,8 @@ def _rows(rows: Rows, name: str, s: torch.Tensor, note: str, th: Thresholds) -> 
     if not bool(finite.all()):
         note = "; ".join(filter(None, [note, "non-finite weights in some members: NaN there"]))
     # metrics.rank's measures read the dtype of their first argument only when sv is given
-    rows.add(name, SYMMETRY, names.stable_rank(th.rank_atol), keep(metrics.stable_rank(s, th.rank_atol, sv=s)), note=note)
+    rows.add(name, SYMMETRY, names.stable_rank(th.rank_atol), keep(metrics.stable_rank(s, th.rank_atol, sv=s)),
+             note=note)
     rows.add(name, SYMMETRY, names.erank(th.rank_atol), keep(metrics.erank(s, th.rank_atol, sv=s)), note=note)
     rows.add(name, SYMMETRY, names.tau_rank(th.rank_tau, th.rank_atol),
              keep(metrics.tau_rank(s, th.rank_tau, th.rank_atol, sv=s)), threshold=th.rank_tau, note=note,
