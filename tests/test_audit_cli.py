@@ -194,3 +194,14 @@ def test_hf_folder_with_its_saved_weights(tmp_path, monkeypatch, capsys):
     w = model.transformer.h[0].attn.c_attn.weight.detach().double()
     assert sv0["transformer.h.0.attn.c_attn.weight"] == pytest.approx(float(torch.linalg.svdvals(w)[0]), rel=1e-9)
     assert "model.safetensors" in capsys.readouterr().out
+
+
+def test_a_module_factory_with_kwargs_gets_token_inputs(tmp_path):
+    kwargs = '{"vocab": 50, "n_ctx": 16, "d": 32, "n_layer": 1, "n_head": 4}'
+    out = tmp_path / "gpt2"
+    assert cli_main(["--model", "symexp.audit.zoo:GPT2", "--model-kwargs", kwargs, "--input-shape", "3,8",
+                     "--out", str(out), "--no-verify"]) == 0
+    df = pd.read_csv(out / "audit.csv")
+    never = df[df.measure == "never_active"]  # measured on the token ids: float inputs fail in the embedding
+    assert len(never) and never.note.str.contains(r"\[3, 8\]").all()
+    assert df[df.measure == "rank/tau@0.001"].set_index("layer")["of"]["wte.weight"] == 32

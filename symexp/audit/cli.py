@@ -42,8 +42,9 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model-kwargs", metavar="JSON|@FILE", help="keyword arguments for --model: a JSON object, or "
                                                                 "@file.json / @file.yaml holding one")
     p.add_argument("--out", help="output directory (default: <job>/audit, <checkpoint>.audit or ./<model>.audit)")
-    p.add_argument("--input-shape", help="comma-separated shape of random example inputs, e.g. 64,3,32,32 "
-                                         "(adds units never active on them)")
+    p.add_argument("--input-shape", help="comma-separated shape of random example inputs, e.g. 64,3,32,32, or "
+                                         "2,128 token ids for a model that starts with an embedding (adds units "
+                                         "never active on them)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction,
                    help="apply a random element of every finding's group to a copy of the model and compare outputs "
                         f"(default: on up to {VERIFY_MAX:,} parameters; ResNet18's 11M took 6.6x the audit)")
@@ -132,12 +133,16 @@ def _dims(shape: str | None) -> list[int] | None:
 
 
 def _inputs(dims: list[int] | None, model):
+    """Random inputs of that shape: token ids when the first layer is an embedding, else normal floats."""
     import torch
 
     if dims is None:
         return None
-    p = next(model.parameters(), None)
     gen = torch.Generator().manual_seed(0)
+    first = next((m for m in model.modules() if next(m.parameters(recurse=False), None) is not None), None)
+    if isinstance(first, torch.nn.Embedding):
+        return torch.randint(0, first.num_embeddings, dims, generator=gen)
+    p = next(model.parameters(), None)
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
     return torch.randn(*dims, generator=gen, dtype=dtype)
 
