@@ -12,7 +12,7 @@ from symexp.audit import audit, zoo
 from symexp.audit.discover import discover
 from symexp.audit.trace import trace
 from symexp.audit.verify import verify
-from tests.test_audit import COUNTS, value
+from tests.test_audit import COUNTS, copy_unit, value, zero_unit
 
 COUNTS_ALL = [*(c for c in COUNTS if c != "never_active"), "qk_off_blocks"]
 
@@ -39,9 +39,10 @@ def zero_channel(model, c: int, parts: dict[str, int]) -> None:
             params[name].select(axis, c).zero_()
 
 
-def test_gpt2_conv1d_fused_heads_mlp_and_stream():
+@pytest.mark.parametrize("eager", [False, True])
+def test_gpt2_conv1d_fused_heads_mlp_and_stream(eager):
     torch.manual_seed(0)
-    model = zoo.GPT2(vocab=64, n_ctx=16, d=32, n_layer=2, n_head=4)
+    model = zoo.GPT2(vocab=64, n_ctx=16, d=32, n_layer=2, n_head=4, eager=eager)
     with torch.no_grad():
         model.h[0].attn.c_attn.weight[:, 8 + 2:16] = 0.0  # Conv1D [in, out]: head 1's W_Q keeps 2 rows
         mlp = model.h[1].mlp
@@ -144,11 +145,10 @@ def test_resnet_bottleneck_streams_and_batchnorm_eval_mode():
     model = zoo.ResNet(layers=(2, 1), width=8, classes=5)
     with torch.no_grad():
         blk = model.layer1[1]
-        blk.bn1.weight[3], blk.bn1.bias[3], blk.conv2.weight[:, 3] = 0.0, 0.0, 0.0  # a zeroed rescaling pair
+        zero_unit(blk.bn1.weight, blk.bn1.bias, blk.conv2.weight, 3)  # a zeroed rescaling pair
         blk = model.layer2[0]
-        for t in (blk.conv2.weight, blk.bn2.weight, blk.bn2.bias):
-            t[6] = t[2]
-        blk.conv3.weight[:, 6] = blk.conv3.weight[:, 2]
+        copy_unit(blk.conv2.weight, blk.bn2.weight, blk.conv3.weight, 2, 6)  # a duplicate unit, its BN too
+        blk.bn2.bias[6] = blk.bn2.bias[2]
     df = checked(model)
     assert found(df) == {("layer1.1.conv1", "rescaling", "zero_units"): 1,
                          ("layer2.0.conv2", "permutation", "duplicate_units"): 1,
@@ -230,3 +230,101 @@ def test_timm_vit_and_convnext():
             timm.create_model(name, pretrained=False, num_classes=5)
         df = checked(model.eval(), torch.randn(1, 3, 32, 32))
         assert any(layer.endswith(":stream") for layer in df.layer)
+
+
+class GatedQuery(torch.nn.Module):
+    """Attention whose queries are scaled per feature by a learned gate: no head symmetry survives it."""
+
+    def __init__(self, d=16, heads=2):
+        super().__init__()
+        self.norm, self.heads = torch.nn.LayerNorm(d), heads
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(d, d) for _ in range(4))
+        self.gate = torch.nn.Parameter(torch.randn(d))
+
+    def forward(self, x):
+        B, T, C = x.shape
+        h = self.norm(x)
+        split = lambda t: t.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # noqa: E731
+        q = split(self.q(h) * torch.sigmoid(self.gate))
+        y = torch.nn.functional.scaled_dot_product_attention(q, split(self.k(h)), split(self.v(h)))
+        return x + self.o(y.transpose(1, 2).reshape(B, T, C))
+
+
+def test_roles_no_symmetry_explains_are_listed():
+    df = audit(GatedQuery(), torch.randn(2, 5, 16), softmax_output=False)
+    assert not (df.symmetry == "double_rotation").any()
+    rows = df[df.measure == "unanalysed_roles"].set_index("layer").note
+    # the norm's gain rescaling moves q, k, v's input columns; their output rows stay unexplained, and say why
+    for name in ("q.weight", "k.weight", "v.weight"):
+        assert rows[name].startswith("output rows unanalysed: linear ") and "reshaped across" in rows[name]
+    assert ("norm", "rescaling") in set(zip(df.layer, df.symmetry))
+    assert 0 < df.attrs["covered"] < 0.5 and "coverage: " in df.attrs["notes"][-1]
+
+
+class SelfGated(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.c, self.b = torch.nn.Linear(8, 12), torch.nn.Linear(12, 12), torch.nn.Linear(12, 5)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(torch.tanh(h * torch.sigmoid(self.c(h))))  # c reads the channels and writes them back
+
+
+def test_a_map_reading_and_writing_the_same_channels_moves_on_both_axes():
+    torch.manual_seed(0)
+    model, x = SelfGated(), torch.randn(4, 3, 8)
+    space = next(f for f in discover(trace(model, x)).findings if f.symmetry == "permutation")
+    assert {("c.weight", 0), ("c.weight", 1), ("c.bias", 0)} <= set(space.spec["parts"])  # P W_c P^T
+    checked(model, x)
+
+
+class InterleavedRotary(torch.nn.Module):
+    """GPT-J/NeoX-style rotary on interleaved pairs (2i, 2i + 1): x[..., ::2], x[..., 1::2], stack, flatten."""
+
+    def __init__(self, d=32, heads=4):
+        super().__init__()
+        self.heads, self.dh = heads, d // heads
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(d, d, bias=False) for _ in range(4))
+        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, self.dh, 2).float() / self.dh))
+
+    def forward(self, x):
+        B, T, C = x.shape
+        split = lambda t: t.view(B, T, self.heads, self.dh).transpose(1, 2)  # noqa: E731
+        rotate = lambda t: torch.stack((-t[..., 1::2], t[..., ::2]), dim=-1).flatten(-2)  # noqa: E731
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        freqs = torch.outer(torch.arange(T).float(), self.inv_freq).repeat_interleave(2, -1)
+        q, k = (t * freqs.cos() + rotate(t) * freqs.sin() for t in (q, k))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(y.transpose(1, 2).reshape(B, T, C))
+
+
+def test_interleaved_rotary_pairs():
+    torch.manual_seed(0)
+    model, x = InterleavedRotary(), torch.randn(2, 6, 32)
+    with torch.no_grad():
+        model.q.weight[8 + 2:8 + 4] = 0.0  # head 1: its second rotary block (2, 3) off
+    attn = next(f for f in discover(trace(model, x)).findings if f.symmetry == "double_rotation")
+    assert attn.spec["rotary"].tolist() == [1, 0, 3, 2, 5, 4, 7, 6]
+    df = audit(model, x, verify=True, softmax_output=False)
+    assert "no audit bug" in df.attrs["notes"][-1]
+    assert found(df) == {("q.h1", "double_rotation", "qk_off_blocks"): 1}
+
+
+class FloatLogits(torch.nn.Module):
+    """Returns float32 logits whatever its dtype (as symexp's ResNet18 does after autocast)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(6, 16), torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x))).float()
+
+
+def test_verify_tolerance_follows_the_output_dtype():
+    torch.manual_seed(0)
+    df = audit(FloatLogits(), torch.randn(8, 6), verify=True)  # a float64 copy, float32 outputs
+    rows = df[df.measure.str.startswith("verify")]
+    assert "no audit bug" in df.attrs["notes"][-1] and (rows.threshold == 1e-3).all()
+    assert 0 < rows.value.max() < 1e-6  # float32 round-off, not zero: the tolerance matters

@@ -3,12 +3,14 @@ structure they induced (dead, duplicated and low-rank units, heads and layers), 
 
     import symexp
     df = symexp.audit(model, example_inputs)     # tidy DataFrame: member x layer x symmetry x measure
+    df = symexp.audit(model, example_inputs, verify=True)   # + each finding checked on a copy of the model
     df = symexp.audit.audit_job("results/runs/quick/fig1_right/<job>")   # every member of a job
     hook = symexp.audit.AuditHook(model, every=100)                     # inside a training loop
 
-The package itself is callable (symexp.audit(...) is symexp.audit.audit(...)), so the same name works
-whether or not the subpackage has been imported. Its names are imported on first use, so the CLI
-(symexp.audit.cli) answers a bad argument without importing torch.
+symexp.audit.zoo holds plain-torch reference architectures (GPT-2, Llama, ViT, BERT, ResNet, MobileNet,
+ConvNeXt) the audit is tested on. The package itself is callable (symexp.audit(...) is symexp.audit.audit(...)),
+so the same name works whether or not the subpackage has been imported. Its names are imported on first use,
+so the CLI (symexp.audit.cli) answers a bad argument without importing torch.
 """
 import importlib
 import sys

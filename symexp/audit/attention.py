@@ -120,6 +120,8 @@ def _replayed(graph: OpGraph, q: int, k: int, v: int, out: int):
         k_rows, v_rows = k_rows.repeat_interleave(r, 0), v_rows.repeat_interleave(r, 0)
     if v_rot is not None or (q_rot is None) != (k_rot is None) or (q_rot is not None and not torch.equal(q_rot, k_rot)):
         return None
+    if q_rot is not None and len(q_rot) != q_rows.shape[1]:
+        return None  # partial rotary (part of the head dimension rotated): not claimed
     if not (q_rows.shape == k_rows.shape and v_rows.shape[0] == q_rows.shape[0] and o_cols.shape == v_rows.shape):
         return None
     named = lambda j, rows: (graph.ops[j].params["weight"], rows)  # noqa: E731
@@ -184,9 +186,17 @@ def _heads(graph: OpGraph, q: tuple, q_tensor: Op) -> tuple[int, bool]:
 
 
 def _back(graph: OpGraph, idx: int, through: tuple) -> int | None:
-    while graph.ops[idx].kind in through and graph.ops[idx].inputs:
-        idx = graph.ops[idx].inputs[0]
-    return idx
+    while True:
+        op = graph.ops[idx]
+        if op.name == "where":  # transformers' eager causal mask: where(mask, scores, min)
+            varying = [j for j in op.inputs if not replay.constant(graph, j)]
+            if len(varying) != 1:
+                return idx
+            idx = varying[0]
+        elif op.kind in through and op.inputs:
+            idx = op.inputs[0]
+        else:
+            return idx
 
 
 def _forward(graph: OpGraph, idx: int, through: tuple) -> int | None:

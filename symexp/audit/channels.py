@@ -30,7 +30,8 @@ SPLITS = {"split", "chunk", "unbind"}
 class Space:
     h: int
     tensors: dict[int, tuple[int, int]] = field(default_factory=dict)  # op -> (channel axis, entries per channel)
-    parts: dict[str, int] = field(default_factory=dict)  # parameter -> its axis the permutation moves
+    parts: set[tuple[str, int]] = field(default_factory=set)  # (parameter, an axis the permutation moves):
+    # a map that reads the channels and writes them back (x * sigmoid(W x)) is moved on both axes, P W P^T
     writers: list[int] = field(default_factory=list)
     readers: list[int] = field(default_factory=list)
     ops: set[int] = field(default_factory=set)
@@ -78,13 +79,13 @@ def _finding(graph: OpGraph, s: Space) -> Finding:
     layer = f"{first.label}:stream" if adds else first.label
     acts = [t for t in sorted(s.tensors) if graph.ops[t].kind == "act" and s.tensors[t][1] == 1]
     act = acts[0] if acts else None
-    spec = {"h": s.h, "parts": sorted(s.parts.items()), "act": act,
+    spec = {"h": s.h, "parts": sorted(s.parts), "act": act,
             "act_axis": None if act is None else s.tensors[act][0],
             "batch_norms": [graph.ops[b].params["weight"] for b in s.batch_norms if "weight" in graph.ops[b].params],
             "writers": [graph.ops[w].params["weight"] for w in s.writers]}
     note = "" if len(s.writers) == 1 else (f"one permutation of {s.h} channels written by {len(s.writers)} maps "
                                            f"and read by {len(s.readers)}" + (" (a residual stream)" if adds else ""))
-    return Finding("permutation", layer, set(s.ops), tuple(sorted(s.parts)), spec, note)
+    return Finding("permutation", layer, set(s.ops), tuple(sorted({p for p, _ in s.parts})), spec, note)
 
 
 def flood(graph: OpGraph, start: int, axis: int) -> Space:
@@ -126,9 +127,9 @@ def _produced(graph: OpGraph, s: Space, t: int, queue) -> None:
             s.escape = f"{op.label}'s output meets them on another axis"
             return
         s.writers.append(t)
-        s.parts[op.params["weight"]] = 1 if op.kind == "embedding" else 0
+        s.parts.add((op.params["weight"], 1 if op.kind == "embedding" else 0))
         if "bias" in op.params:
-            s.parts[op.params["bias"]] = 0
+            s.parts.add((op.params["bias"], 0))
         return
     if op.kind == "item":
         _split(graph, s, op.inputs[0], queue, item=t)
@@ -157,7 +158,7 @@ def _used(graph: OpGraph, s: Space, u: int, t: int, queue) -> None:
             return
         s.readers.append(u)
         s.ops.add(u)
-        s.parts[op.params["weight"]] = 1
+        s.parts.add((op.params["weight"], 1))
         return
     _link(graph, s, op, u, ("in", ax, r, t), queue)
 
@@ -189,9 +190,12 @@ def _link(graph: OpGraph, s: Space, op: Op, idx: int, known, queue) -> None:
     if op.name == "batch_norm":
         s.batch_norms.append(idx)
     for j in op.inputs:
-        shape_j = _shape(graph, j)
-        if shape_j is None or graph.ops[j].kind == "const" and op.name == "batch_norm":
+        if graph.ops[j].kind == "const" and op.name == "batch_norm":
             continue  # running statistics: moved with the batch norm's parameters
+        shape_j = _shape(graph, j)
+        if shape_j is None:
+            s.escape = f"{op.what} reads an operand without a traced shape"
+            return
         ax_j = _backward(graph, op, j, ax_out, r_out, n_out)
         if ax_j is None:
             s.escape = f"{op.what} mixes them with a tensor of another layout"
@@ -209,10 +213,13 @@ def _param_view(graph: OpGraph, s: Space, op: Op, ax: int, shape) -> None:
     if op.name == "expand":
         _param_part(graph, s, op, ax, len(shape))
         return
-    axes = [k for k in range(len(p_shape)) if op.name in ("view", "reshape", "unsqueeze", "squeeze", "flatten")
-            and _reshaped(p_shape, shape, k, 1) == (ax, 1)]
+    if op.name == "getitem":  # wpe.weight[:T]: positions sliced, channels whole
+        axes = [k for k in range(len(p_shape)) if _indexed(op, p_shape, k, 1) == (ax, 1)]
+    else:
+        axes = [k for k in range(len(p_shape)) if op.name in ("view", "reshape", "unsqueeze", "squeeze", "flatten")
+                and _reshaped(p_shape, shape, k, 1) == (ax, 1)]
     if axes:
-        s.parts[name] = axes[0]
+        s.parts.add((name, axes[0]))
     else:
         s.escape = f"{name} is reshaped into them"
 
@@ -223,7 +230,7 @@ def _param_part(graph: OpGraph, s: Space, op: Op, ax: int, ndim: int, name: str 
     shape = graph.param_shapes[name]
     k = 0 if op.kind in ("norm", "gconv") else ax - (ndim - len(shape))  # others broadcast from the right
     if 0 <= k < len(shape) and shape[k] == s.h:
-        s.parts[name] = k
+        s.parts.add((name, k))
     elif 0 <= k < len(shape) and shape[k] != 1:
         s.escape = f"{name} meets them with {shape[k]} entries on their axis"
 

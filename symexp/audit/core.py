@@ -8,14 +8,14 @@ import torch
 from torch import nn
 
 from symexp.audit import measures as ms
+from symexp.audit import rotary
 from symexp.audit.discover import Discovery, discover
 from symexp.audit.errors import AuditError
 from symexp.audit.graph import Finding
 from symexp.audit.spectra import spectrum_rows
 from symexp.audit.trace import trace
-from symexp.audit import rotary
-from symexp.audit.verify import verify as check
 from symexp.audit.units import head_blocks, inner_matrices, space_vectors, unit_parts
+from symexp.audit.verify import verify as check
 
 TRACED = {"run": "traced by running the model", "fx": "traced with torch.fx",
           "modules": "structure read from module order (not traced)"}
@@ -57,15 +57,15 @@ def audit(model: nn.Module, example_inputs=None, *, offsets: Tensors | None = No
     found = discover(trace(model, example_inputs), softmax_output)
     theta0 = None if offsets is None else {n: torch.as_tensor(b).reshape(theta[n].shape).to(theta[n]) for n, b in offsets.items()}
     df = measure(found, theta, th, theta0)
-    return verified(df, model, found, softmax_output) if verify else df
+    return verified(df, model, found) if verify else df
 
 
-def verified(df: pd.DataFrame, model: nn.Module, found: Discovery, softmax_output) -> pd.DataFrame:
+def verified(df: pd.DataFrame, model: nn.Module, found: Discovery) -> pd.DataFrame:
     """df with each finding's verification rows (one member: the live model) and a note that sums them up."""
     if found.graph.probe is None:
         df.attrs["notes"].append("not verified: the model was not run (no input it accepts)")
         return df
-    results = check(model, found.graph.probe, found.findings, found.graph.transposed, softmax_output=softmax_output)
+    results = check(model, found.graph.probe, found.findings, found.graph.transposed)
     rows = ms.Rows(1)
     bugs, worst = [], 0.0
     for f, r in zip(found.findings, results):

@@ -43,10 +43,11 @@ def discover(graph: OpGraph, softmax_output: bool | None = None) -> Discovery:
     """Every symmetry finding of the graph, and what is left unclassified (with reasons)."""
     reasons: dict[int, str] = {}  # op -> why no symmetry acts on its output side
     in_reasons: dict[int, str] = {}  # op -> why none acts on its input side
-    units = find_units(graph, reasons)
-    if graph.method == "run":  # shapes known: channel spaces replace the single-path permutations
+    spaces = find_spaces(graph, reasons, in_reasons) if graph.method == "run" else None  # needs shapes
+    units = find_units(graph, reasons)  # the first reason given for an op is kept: the channel space's
+    if spaces is not None:  # channel spaces replace the single-path permutations
         rotations = {f.params for f in units if f.symmetry == "rotation"}
-        spaces = [f for f in find_spaces(graph, reasons, in_reasons) if f.params not in rotations]
+        spaces = [f for f in spaces if f.params not in rotations]
         units = [f for f in units if f.symmetry != "permutation"] + spaces + find_gated(graph)
     found = units + find_gains(graph, reasons) + find_scale(graph)
     found += find_translation(graph, softmax_output) + find_attention(graph)
@@ -76,12 +77,20 @@ def _why(graph: OpGraph, p: str, axis: int, reasons: dict[int, str], in_reasons:
         return "not used in the traced forward pass"
     u = users[0]
     op = graph.ops[u]
-    is_input_side = axis == 1 and op.kind in ("linear", "conv", "mha")
-    reason = (in_reasons.get(u) or ("it reads the model input" if op.inputs and graph.ops[op.inputs[0]].kind == "input"
-                                    else None)) if is_input_side else reasons.get(u)
+    if axis == 1 and op.kind in ("linear", "conv", "mha"):  # the input side
+        reason = in_reasons.get(u) or ("it reads the model input" if _reads_input(graph, op) else None)
+        return f"{op.what} {op.label}: " + (reason or "no mirror symmetry recognised on its input channels")
+    reason = reasons.get(u)
     if reason is None and u in by_op:
         return f"{op.what} {op.label}: its other parameters carry {', '.join(sorted(by_op[u]))}; none acts on this one"
     return f"{op.what} {op.label}: " + (reason or "no mirror symmetry recognised")
+
+
+def _reads_input(graph: OpGraph, op: Op) -> bool:
+    """Whether op's input is the model's input, reshaped at most."""
+    while op.inputs and graph.ops[op.inputs[0]].kind in ("shape", "pass", "flatten", "scalar"):
+        op = graph.ops[op.inputs[0]]
+    return bool(op.inputs) and graph.ops[op.inputs[0]].kind == "input"
 
 
 def _merge(graph: OpGraph, found: list[Finding]) -> tuple[list[Finding], dict[str, str]]:

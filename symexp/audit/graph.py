@@ -32,6 +32,7 @@ SIGNATURES = {
     "chunk": ("input", "chunks", "dim"),
     "unbind": ("input", "dim"),
     "cat": ("tensors", "dim"),
+    "stack": ("tensors", "dim"),
     "repeat_interleave": ("input", "repeats", "dim"),
     "flatten": ("input", "start_dim", "end_dim"),
     "mean": ("input", "dim"),

@@ -23,7 +23,7 @@ class _Replay:
         self.graph, self.memo = graph, {base: base_value}
         self.source = base
         self.rotary: torch.Tensor | None = None
-        self.scaled = False  # multiplied by a constant that differs between features
+        self.scaled: set[int] = set()  # products with a constant that differs between features (cos, sin)
 
     def value(self, t: int) -> torch.Tensor | None:
         """Feature index of every entry of tensor t (-1: not from the source), or None: not followed."""
@@ -50,11 +50,12 @@ class _Replay:
             if split.name == "chunk":
                 return torch.chunk(v, split.meta["chunks"], dim)[i]
             return v.unbind(dim)[i] if split.name == "unbind" else None
-        if op.name == "cat":
+        if op.name in ("cat", "stack"):  # a cache's earlier positions; interleaved rotary halves
             parts = [self.value(j) if not constant(g, j) else torch.full(g.ops[j].meta["shape"], -1) for j in op.inputs]
-            return None if any(p is None for p in parts) else torch.cat(parts, op.meta.get("dim", 0))
+            join = torch.cat if op.name == "cat" else torch.stack
+            return None if any(p is None for p in parts) else join(parts, op.meta.get("dim", 0))
         if len(op.inputs) == 2 and op.name in ("add", "mul", "sub"):
-            return self._binary(op, shape)
+            return self._binary(t, op, shape)
         if len(op.inputs) != 1 or op.params:
             return None
         v = self.value(op.inputs[0])
@@ -79,7 +80,7 @@ class _Replay:
             return v
         return None
 
-    def _binary(self, op, shape):
+    def _binary(self, t: int, op, shape):
         a, b = op.inputs
         va = None if constant(self.graph, a) else self.value(a)
         vb = None if constant(self.graph, b) else self.value(b)
@@ -92,13 +93,14 @@ class _Replay:
             if partner is None or (self.rotary is not None and not torch.equal(partner, self.rotary)):
                 return None
             self.rotary = partner  # q * cos + rotate(q) * sin: the rotary pairs
+            self.scaled -= {a, b}  # the rotary's own products with cos and sin
             return va
         v, other = (va, b) if va is not None else (vb, a)
         if v is None or not constant(self.graph, other):
             return None
         other_shape = self.graph.ops[other].meta.get("shape") or ()
         if op.name == "mul" and other_shape and other_shape[-1] != 1:
-            self.scaled = True  # cos/sin of a rotary embedding; anything else is caught below
+            self.scaled.add(t)  # allowed only as a term of a rotary embedding (checked by the callers)
         return v.expand(shape) if op.name == "mul" or not other_shape else None
 
 
@@ -149,7 +151,7 @@ def rows(graph: OpGraph, t: int):
     out_shape = graph.ops[src].meta["shape"]
     r = _Replay(graph, src, torch.arange(out_shape[-1]).expand(out_shape))
     v = r.value(t)
-    if v is None or (r.scaled and r.rotary is None):
+    if v is None or r.scaled:
         return None
     per_head = v[0, :, -1, :]
     ok = (per_head >= 0).all() and ((v == per_head[None, :, None, :]) | (v < 0)).all()

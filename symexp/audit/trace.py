@@ -134,29 +134,34 @@ class _Recorder(TorchFunctionMode):
 def run_graph(model: nn.Module, inputs, names: dict[int, str], method: str, record: bool) -> OpGraph:
     graph = OpGraph(method)
     rec = _Recorder(graph, names, record)
-    args, kwargs = (inputs, {}) if isinstance(inputs, tuple) else ((), inputs) if isinstance(inputs, dict) \
-        else ((inputs,), {})
+    args, kwargs = split_inputs(inputs)
     for v in (*args, *kwargs.values()):
         if torch.is_tensor(v):
             rec.node_of[id(v)] = graph.new("input", "input", meta={"shape": tuple(v.shape)})
     with _eval_mode(model), torch.no_grad(), rec:
         out = model(*args, **kwargs)
-    for t in _tensors(out):
+    for t in tensors_in(out):
         if id(t) in rec.node_of:
             graph.outputs.add(rec.node_of[id(t)])
     graph.set_params(model)
     return graph
 
 
-def _tensors(out):
+def split_inputs(inputs) -> tuple[tuple, dict]:
+    """A tuple is positional arguments, a dict keyword arguments, anything else the one argument."""
+    return (inputs, {}) if isinstance(inputs, tuple) else ((), inputs) if isinstance(inputs, dict) else ((inputs,), {})
+
+
+def tensors_in(out):
+    """Every tensor in a model's output (tuples, lists, dicts and dict-like ModelOutputs, nested)."""
     if torch.is_tensor(out):
         yield out
     elif isinstance(out, (tuple, list)):
         for o in out:
-            yield from _tensors(o)
+            yield from tensors_in(o)
     elif isinstance(out, dict):
         for o in out.values():
-            yield from _tensors(o)
+            yield from tensors_in(o)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,8 @@ speed bench's full-size models. Each reproduces the operations its family's refe
 transformers/timm write them), because the audit reads operations, not module names:
 
 * `GPT2`      transformers' GPT-2: Conv1D (torch.addmm, weight [in, out]), fused c_attn split into q, k, v,
-              learned positions, pre-LN, gelu_new written out, LM head tied to the token embedding.
+              learned positions, pre-LN, gelu_new written out, LM head tied to the token embedding;
+              attention by SDPA, or (eager=True) written out with the causal mask through torch.where.
               GPT-2 small: GPT2() (12 layers, 768 wide, 12 heads, vocab 50257, context 1024).
 * `Llama`     grouped K/V (any number of KV heads; repeat_kv, or SDPA's enable_gqa), rotary embeddings (rotate_half), an
               optional KV cache (torch.cat of past keys/values), SwiGLU MLP, RMSNorm, optionally tied embeddings.
@@ -39,16 +40,23 @@ class Conv1D(nn.Module):
 
 
 class GPT2Attention(nn.Module):
-    def __init__(self, d: int, n_head: int):
+    def __init__(self, d: int, n_head: int, eager: bool = False):
         super().__init__()
-        self.n_head, self.d = n_head, d
+        self.n_head, self.d, self.eager = n_head, d, eager
         self.c_attn, self.c_proj = Conv1D(3 * d, d), Conv1D(d, d)
 
     def forward(self, x):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.d, dim=2)
         heads = lambda t: t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # noqa: E731
-        y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True)
+        q, k, v = heads(q), heads(k), heads(v)
+        if self.eager:  # transformers' eager attention: the causal mask through torch.where
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(C // self.n_head)
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            scores = torch.where(causal, scores, torch.finfo(scores.dtype).min)
+            y = torch.matmul(scores.softmax(-1), v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
@@ -67,9 +75,9 @@ class GPT2MLP(nn.Module):
 
 
 class GPT2Block(nn.Module):
-    def __init__(self, d: int, n_head: int):
+    def __init__(self, d: int, n_head: int, eager: bool = False):
         super().__init__()
-        self.ln_1, self.attn = nn.LayerNorm(d), GPT2Attention(d, n_head)
+        self.ln_1, self.attn = nn.LayerNorm(d), GPT2Attention(d, n_head, eager)
         self.ln_2, self.mlp = nn.LayerNorm(d), GPT2MLP(d)
 
     def forward(self, x):
@@ -78,10 +86,11 @@ class GPT2Block(nn.Module):
 
 
 class GPT2(nn.Module):
-    def __init__(self, vocab: int = 50257, n_ctx: int = 1024, d: int = 768, n_layer: int = 12, n_head: int = 12):
+    def __init__(self, vocab: int = 50257, n_ctx: int = 1024, d: int = 768, n_layer: int = 12, n_head: int = 12,
+                 eager: bool = False):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(n_ctx, d)
-        self.h = nn.ModuleList(GPT2Block(d, n_head) for _ in range(n_layer))
+        self.h = nn.ModuleList(GPT2Block(d, n_head, eager) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(d)
         self.lm_head = nn.Linear(d, vocab, bias=False)
         self.lm_head.weight = self.wte.weight  # tied, as GPT-2's
