@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from symexp import experiments
-from symexp.claims import LEDGER_COLUMNS, ClaimError, settle
 from symexp.errors import UserError
-from symexp.results import CollectError, collect, write_parquet, write_text
 
 RESULTS = Path("results")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+# pandas, torch and the registry are imported by the commands that use them: `symexp audit` with a bad
+# argument answers in a fraction of a second instead of after seconds of imports
 
 
 def cmd_collect(args) -> int:
+    import pandas as pd
+
+    from symexp.results import CollectError, collect, write_parquet
+
     frames = []
     for d in args.sweep_dirs:
         try:
@@ -50,6 +54,8 @@ def table_path(tables: Path, name: str) -> Path:
 
 
 def read_table(tables: Path, name: str) -> pd.DataFrame:
+    import pandas as pd
+
     path = table_path(tables, name)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no table; run the experiment and `symexp collect` it first")
@@ -57,6 +63,8 @@ def read_table(tables: Path, name: str) -> pd.DataFrame:
 
 
 def cmd_plot(args) -> int:
+    from symexp import experiments
+
     registry = experiments.discover(args.configs)
     with_figure = [t for t in registry.tables.values() if t.plot]
     if args.table == "all":
@@ -81,6 +89,9 @@ def cmd_plot(args) -> int:
 def ledger_rows(table: experiments.Table, rows: pd.DataFrame) -> tuple[list[dict], list[str]]:
     """The ledger rows of every check of `table` that applies, settled against their premises (a premise
     that could not be measured leaves its rows undecided), and one line per check that could not be measured."""
+    from symexp import experiments
+    from symexp.claims import ClaimError, settle
+
     out, problems = [], []
     checks = experiments.checks(table)
     for check in checks:
@@ -95,6 +106,12 @@ def ledger_rows(table: experiments.Table, rows: pd.DataFrame) -> tuple[list[dict
 
 
 def cmd_claims(args) -> int:
+    import pandas as pd
+
+    from symexp import experiments
+    from symexp.claims import LEDGER_COLUMNS
+    from symexp.results import write_text
+
     registry = experiments.discover(args.configs)
     rows, problems = [], []
     for table in registry.tables.values():
@@ -137,10 +154,16 @@ def parser() -> argparse.ArgumentParser:
     _registry_args(cl)
     cl.add_argument("--out", default=str(RESULTS / "claims.csv"))
     cl.set_defaults(fn=cmd_claims)
-    from symexp.audit.cli import add_subparser  # torch is imported only here and by `audit` itself
+    from symexp.audit.cli import add_subparser  # argparse only: `audit` imports torch when it needs it
 
-    add_subparser(sub)
+    for each in (p, add_subparser(sub)):
+        each.error = _one_line_error(each)
     return p
+
+
+def _one_line_error(p: argparse.ArgumentParser):
+    """argparse's usage block and message as one line, exit status 2, like every other bad input."""
+    return lambda message: p.exit(2, f"{p.prog}: {message} (see {p.prog} --help)\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if os.environ.get("SYMEXP_DEBUG") == "1":
             raise
-        print(f"symexp {args.cmd}: {e}", file=sys.stderr)
+        message = re.sub(r"\s*\n\s*", " ", ANSI.sub("", str(e)).strip())  # one plain line, whatever a library wrote
+        print(f"symexp {args.cmd}: {message}", file=sys.stderr)
         return 2
 
 

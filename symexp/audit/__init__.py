@@ -8,23 +8,29 @@ structure they induced (dead, duplicated and low-rank units, heads and layers), 
     hook = symexp.audit.AuditHook(model, every=100)                     # inside a training loop
 
 symexp.audit.zoo holds plain-torch reference architectures (GPT-2, Llama, ViT, BERT, ResNet, MobileNet,
-ConvNeXt) the audit is tested on. The package itself is callable (symexp.audit(...) is symexp.audit.audit(...)), so the same name works
-whether or not the subpackage has been imported.
+ConvNeXt) the audit is tested on. The package itself is callable (symexp.audit(...) is symexp.audit.audit(...)),
+so the same name works whether or not the subpackage has been imported. Its names are imported on first use,
+so the CLI (symexp.audit.cli) answers a bad argument without importing torch.
 """
+import importlib
 import sys
 import types
 
-from symexp.audit.core import COLUMNS, audit
-from symexp.audit.hook import AuditHook
-from symexp.audit.jobs import audit_job
-from symexp.audit.measures import Thresholds
-from symexp.audit.report import write_report
+EXPORTS = {"COLUMNS": "core", "audit": "core", "AuditHook": "hook", "audit_job": "jobs", "Thresholds": "measures",
+           "write_report": "report"}
+__all__ = list(EXPORTS)
 
-__all__ = ["COLUMNS", "AuditHook", "Thresholds", "audit", "audit_job", "write_report"]
+
+def __getattr__(name: str):
+    if name in EXPORTS:
+        return getattr(importlib.import_module(f"symexp.audit.{EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'symexp.audit' has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):
     def __call__(self, model, example_inputs=None, **kwargs):
+        from symexp.audit.core import audit
+
         return audit(model, example_inputs, **kwargs)
 
 

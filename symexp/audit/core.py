@@ -12,6 +12,7 @@ from symexp.audit import rotary
 from symexp.audit.discover import Discovery, discover
 from symexp.audit.errors import AuditError
 from symexp.audit.graph import Finding
+from symexp.audit.spectra import spectrum_rows
 from symexp.audit.trace import trace
 from symexp.audit.units import head_blocks, inner_matrices, space_vectors, unit_parts
 from symexp.audit.verify import verify as check
@@ -109,6 +110,7 @@ def measure(found: Discovery, theta: Tensors, th: ms.Thresholds, theta0: Tensors
         MEASURE[f.symmetry](rows, f, theta, th, origin, found)
         for r in rows.rows[start:] if f.note else ():
             r["note"] = "; ".join(filter(None, [r["note"], f.note]))
+    spectrum_rows(rows, found.graph, theta, th)
     for name, why in found.unclassified.items():
         rows.add(name, "unclassified", "parameters", float(theta[name][0].numel()), note=why)
     for name, why in found.partial.items():

@@ -1,7 +1,11 @@
 """Audit input errors: one line each, printed by the CLI without a traceback (symexp.errors)."""
 from __future__ import annotations
 
+import re
+
 from symexp.errors import UserError
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal escape codes (torch's messages bold some words)
 
 
 class TraceError(UserError):
@@ -14,3 +18,8 @@ class CheckpointError(UserError):
 
 class AuditError(UserError):
     """A bad argument to the audit itself (threshold, offsets)."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, without terminal escape codes, for a one-line error."""
+    return (ANSI.sub("", str(e)).strip().splitlines() or ["(no message)"])[0][:240]

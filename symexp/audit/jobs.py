@@ -1,10 +1,8 @@
-"""Audit what is on disk: a symexp job directory (every member of its weights.pt) or a state_dict
-checkpoint with the class that builds it. Files are read with torch.load(weights_only=True) only."""
+"""Audit a symexp job directory: every member of its weights.pt, with the model its config.yaml builds.
+Files are read with torch.load(weights_only=True) only (symexp.audit.checkpoints)."""
 from __future__ import annotations
 
 import copy
-import importlib
-import pickle
 from pathlib import Path
 
 import pandas as pd
@@ -14,66 +12,12 @@ from torch import nn
 
 from symexp.audit.core import measure, thresholds
 from symexp.audit.discover import discover
-from symexp.audit.errors import AuditError, CheckpointError
+from symexp.audit.checkpoints import read_tensors
+from symexp.audit.errors import CheckpointError, first_line
 from symexp.audit.trace import trace
 
 Tensors = dict[str, torch.Tensor]
 MEMBER_COLUMNS = ("seed", "weight_decay", "lr", "label_noise")
-
-
-def read_tensors(path: Path) -> Tensors:
-    """The name -> tensor dict in a checkpoint (also under 'state_dict' / 'model'); one clear error else."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused by torch.load(weights_only=True) (it holds objects other than "
-                              f"tensors and plain containers; save model.state_dict()): {_line(e)}") from None
-    except Exception as e:  # noqa: BLE001 - truncated zip, random bytes, wrong format: one line
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {_line(e)})") from None
-    for key in (None, "state_dict", "model_state_dict", "model"):
-        sd = obj if key is None else obj.get(key) if isinstance(obj, dict) else None
-        if isinstance(sd, dict) and sd and all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
-            return sd
-    raise CheckpointError(f"{path}: holds no state_dict (a dict of name -> tensor, alone or under "
-                          f"'state_dict' / 'model'); found {type(obj).__name__}")
-
-
-def _line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or ["(no message)"])[0][:240]
-
-
-def import_model(spec: str) -> nn.Module:
-    """`pkg.module:Class` (or any no-argument callable returning an nn.Module) -> a fresh model."""
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise AuditError(f"--model {spec!r}: allowed form is pkg.module:Class")
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise AuditError(f"--model {spec!r}: cannot import it ({type(e).__name__}: {_line(e)})") from None
-    try:
-        model = factory()
-    except Exception as e:  # noqa: BLE001
-        raise AuditError(f"--model {spec!r}: calling it with no arguments failed ({type(e).__name__}: {_line(e)})") from None
-    if not isinstance(model, nn.Module):
-        raise AuditError(f"--model {spec!r}: returned {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def load_into(model: nn.Module, sd: Tensors, path: Path, spec: str) -> None:
-    """Load `sd` strictly; a mismatch is one line naming missing, unexpected and mis-shaped keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"{name}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''} ({len(keys)})"
-                 for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if keys]
-        raise CheckpointError(f"{path}: does not fit {spec}: " + "; ".join(parts))
-    model.load_state_dict(sd, strict=True)
 
 
 def read_job(job_dir: Path) -> tuple[dict, Tensors]:
@@ -87,7 +31,7 @@ def read_job(job_dir: Path) -> tuple[dict, Tensors]:
     try:
         config = yaml.safe_load(cfg_path.read_text())
     except yaml.YAMLError as e:
-        raise CheckpointError(f"{cfg_path}: not valid YAML ({_line(e)})") from None
+        raise CheckpointError(f"{cfg_path}: not valid YAML ({first_line(e)})") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{cfg_path}: not a mapping")
     return config, read_tensors(w_path)

@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # headless: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from symexp.audit.spectra import SYMMETRY as SPECTRUM  # noqa: E402
 from symexp.results import atomic_write, write_parquet, write_text  # noqa: E402
 
 COLOURS = {"permutation": "tab:blue", "rescaling": "tab:orange", "sign": "tab:green", "rotation": "tab:red",
@@ -64,6 +65,8 @@ def summary(df: pd.DataFrame, source: str) -> str:
     members = df["member"].nunique()
     lines = [f"symexp audit of {source}: {members} member(s), {df.attrs.get('trace', 'traced')}"]
     lines += [f"  note: {n}" for n in df.attrs.get("notes", [])]
+    spectra = df[df.symmetry == SPECTRUM]
+    df = df[df.symmetry != SPECTRUM]
     counts = df[df["of"].notna() & (df.measure != "independent_units")]
     for (layer, sym), g in counts.groupby(["layer", "symmetry"], sort=False):
         hits = []
@@ -78,11 +81,28 @@ def summary(df: pd.DataFrame, source: str) -> str:
     classified = df[df.symmetry != "unclassified"]
     found = classified.layer.str.replace(r"\.(h\d+|heads)$", "", regex=True).groupby(classified.symmetry).nunique()
     lines.append("  symmetries found: " + ", ".join(f"{s} ({n} layers)" for s, n in found.items()))
+    if len(spectra):
+        lines.append(_spectra_line(spectra))
     un = df[(df.symmetry == "unclassified") & (df.member == df.member.min())]
     if len(un):
         lines.append(f"  unclassified: {len(un)} parameter tensor(s), {int(un.value.sum())} values "
                      f"({', '.join(un.layer.head(6))}{', ...' if len(un) > 6 else ''}); reasons in the table")
     return "\n".join(lines) + "\n"
+
+
+def _spectra_line(spectra: pd.DataFrame) -> str:
+    """Stable ranks at a glance, and every matrix whose tau-rank is below full in some member."""
+    stable = spectra[spectra.measure.str.startswith("rank/stable")]
+    low = stable.loc[stable.value.idxmin()] if stable.value.notna().any() else None
+    line = f"  spectra of {spectra.layer.nunique()} weight matrices: stable rank median {stable.value.median():.3g}"
+    if low is not None:
+        line += f", lowest {low.value:.3g} ({low.layer})"
+    tau = spectra[spectra.measure.str.startswith("rank/tau@") & spectra["of"].notna()]
+    short = tau[tau["count"] < tau["of"]].groupby("layer", sort=False)
+    below = [f"{layer} {g['count'].min()}/{g['of'].iloc[0]}" for layer, g in short]
+    if below:
+        line += f"; below full tau-rank: {', '.join(below[:6])}{', ...' if len(below) > 6 else ''}"
+    return line
 
 
 def write_report(df: pd.DataFrame, out_dir: Path, source: str) -> list[Path]:
