@@ -7,7 +7,9 @@ holds in train mode only: in eval mode the running statistics, buffers, do not m
 
 The copy runs in float64 when it is small enough (the tolerance is then 1e-9; 1e-3 for float32 copies or
 outputs the model casts to float32).
-Dropout is switched off in the train-mode comparison (its mask is random, not a function of the weights);
+Dropout is switched off in the train-mode comparison (its mask is random, not a function of the weights), and
+every pass draws from the same seeded random stream, so dropout that is not a module (SDPA's dropout_p, a
+functional dropout on the attention weights) draws the same mask before and after the group element;
 a scale symmetry is checked with the norm's eps at 0 (the eps breaks it by O(eps / variance)).
 """
 from __future__ import annotations
@@ -100,7 +102,8 @@ def _outputs(m: nn.Module, inputs, mode: str) -> list[torch.Tensor]:
             k.eval()
     saved = {n: b.detach().clone() for n, b in m.named_buffers()}  # a train-mode pass updates BN statistics
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
             args, kwargs = split_inputs(inputs)
             out = [o for o in tensors_in(m(*args, **kwargs)) if o.is_floating_point()]
     finally:
