@@ -95,9 +95,9 @@ def counts(outcomes: pd.Series) -> str:
 def claims_section(ledger: pd.DataFrame) -> str:
     outcomes = ledger.passed.map(outcome)
     parts = [f"{len(ledger)} checks: {counts(outcomes)}; the paper's claims ({int((ledger.kind == 'paper').sum())}): "
-             f"{counts(outcomes[ledger.kind == 'paper'])}. A failed check is a measured result, reported as is; a check "
-             "passes when `measured <op> threshold`; a check is undecided when a premise it rests on failed (the "
-             "experiment ran outside the regime its claim is about)."]
+             f"{counts(outcomes[ledger.kind == 'paper'])}. A failed check is a measured result, reported as is; "
+             "a check passes when `measured <op> threshold`; a check is undecided when a premise it rests on failed "
+             "(the experiment ran outside the regime its claim is about)."]
     for kind in KINDS:
         mine = ledger.kind == kind
         rows = [[r.claim, r.check, fmt(r.measured), fmt(r.threshold), RESULT_TEXT[o], f"{r.op} {fmt(r.threshold)}",
@@ -165,9 +165,11 @@ def decay_section(results: Path, scale: str, experiment_names: list[str]) -> str
                              "" if rate is None else f"{rate:.3g}", text]
     if not rows:
         return ""
-    return ("## Time for decay to act\n\nη_eff·wd·T for each weight decay an experiment trains (η_eff = lr/(1 − momentum) "
+    return ("## Time for decay to act\n\nη_eff·wd·T for each weight decay an experiment trains "
+            "(η_eff = lr/(1 − momentum) "
             "for SGD, lr for AdamW's decoupled decay, times the schedule's mean factor; T = the configured steps, an "
-            "upper bound where a job stops at convergence). Coupled decay alone shrinks a weight by ≈ exp(−η_eff·wd·T): "
+            "upper bound where a job stops at convergence). "
+            "Coupled decay alone shrinks a weight by ≈ exp(−η_eff·wd·T): "
             "a claim about what decay does is tested only where this is ≫ 1.\n\n"
             + md_table(list(rows.values()), ["experiment", "optimiser", "T (steps)", "η_eff", "wd: η_eff·wd·T"]))
 
@@ -257,7 +259,8 @@ def build(results: Path, scale: str, jobs: pd.DataFrame, total_s: float, command
             *[[k, v] for k, v in (facts or {}).items()],
             *[[k, v] for k, v in versions().items()]], ["", ""]) + "\n\n" + per_exp,
         "## Claims (results/claims.csv)\n\n" + claims_section(ledger) + (f"\n\n{reference}" if reference else ""),
-        decay_section(results, scale, names := [exp for table in registry.tables.values() for exp in table.experiments]),
+        decay_section(results, scale,
+                      names := [exp for table in registry.tables.values() for exp in table.experiments]),
         scale_section(results, scale, names),
         "## Figures\n\n" + "\n\n".join(
             f"### {name}\n\n![{name}](figures/{name}.png)" for name, table in registry.tables.items()

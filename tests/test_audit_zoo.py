@@ -48,7 +48,8 @@ def test_gpt2_conv1d_fused_heads_mlp_and_stream(eager):
         mlp = model.h[1].mlp
         for i in (0, 1, 2):  # dead units
             mlp.c_fc.weight[:, i], mlp.c_fc.bias[i], mlp.c_proj.weight[i] = 0.0, 0.0, 0.0
-        mlp.c_fc.weight[:, 6], mlp.c_fc.bias[6], mlp.c_proj.weight[6] = mlp.c_fc.weight[:, 5], mlp.c_fc.bias[5], mlp.c_proj.weight[5]
+        mlp.c_fc.weight[:, 6], mlp.c_fc.bias[6], mlp.c_proj.weight[6] = (mlp.c_fc.weight[:, 5], mlp.c_fc.bias[5],
+                                                                         mlp.c_proj.weight[5])
     df = checked(model)
     assert found(df) == {("h.0.attn.h1", "double_rotation", "qk_off_directions"): 6,
                          ("h.1.mlp.c_fc", "permutation", "dead_units"): 3,
@@ -123,7 +124,8 @@ def test_vit_fused_qkv_unbind_and_bert():
                          ("blocks.0.fc1", "permutation", "duplicate_groups"): 1,
                          ("blocks.0.fc1", "permutation", "pairs_on_plane"): 1}
     # the class token and position embedding move with the stream; the patch conv's input is the image
-    stream = next(f for f in discover(trace(vit, torch.randn(2, 3, 16, 16))).findings if f.layer == "patch_embed:stream")
+    stream = next(f for f in discover(trace(vit, torch.randn(2, 3, 16, 16))).findings
+                  if f.layer == "patch_embed:stream")
     assert {"cls_token", "pos_embed", "norm.weight", "head.weight"} <= set(stream.params)
     un = df[df.symmetry == "unclassified"]
     assert un.layer.tolist() == ["patch_embed.weight"] and "reads the model input" in un.note.iloc[0]

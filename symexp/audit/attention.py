@@ -34,13 +34,15 @@ def find_attention(graph: OpGraph) -> list[Finding]:
         spec, ops = found
         params = tuple(sorted({spec[r][0] for r in "qkvo"} | set(spec.pop("biases"))))
         label = _common_module(spec["q"][0], spec["o"][0])
-        notes = ["" if spec.pop("heads_known") else "head count unknown (no shapes, no head attribute): one head assumed"]
+        notes = ["" if spec.pop("heads_known")
+                 else "head count unknown (no shapes, no head attribute): one head assumed"]
         spec["groups"] = _groups(spec["k"][1], spec["v"][1])
         if spec["groups"] is None:
             continue
         H, G = spec["k"][1].shape[0], len(spec["groups"])
         if G < H:
-            notes.append(f"grouped K/V: {H} query heads share {G} K/V heads; a group's rotation is shared by its query heads")
+            notes.append(f"grouped K/V: {H} query heads share {G} K/V heads; "
+                         "a group's rotation is shared by its query heads")
         if spec.get("rotary") is not None:
             notes.append("rotary: only rotations commuting with the 2x2 frequency blocks remain for QK "
                          "(a rotation and a rescaling per block); W_Q^T W_K is not invariant")

@@ -152,7 +152,8 @@ def _used(graph: OpGraph, s: Space, u: int, t: int, queue) -> None:
         return
     if op.kind in ("linear", "conv") and op.inputs[:1] == [t]:
         fan_in = graph.param_shapes[op.params["weight"]][1]
-        ok = ax == (1 if op.kind == "conv" else len(shape) - 1) and fan_in == s.h * r and (r == 1 or op.kind == "linear")
+        ok = (ax == (1 if op.kind == "conv" else len(shape) - 1) and fan_in == s.h * r
+              and (r == 1 or op.kind == "linear"))
         if not ok:
             s.escape = f"{op.label} reads them on another axis"
             return
@@ -322,7 +323,8 @@ def _order(op: Op, n: int) -> list[int] | None:
 def _indexed(op: Op, shape, ax: int, r: int):
     index = op.meta.get("arg1")
     index = index if isinstance(index, tuple) else (index,)
-    if sum(i is Ellipsis for i in index) > 1 or any(not isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in index):
+    if (sum(i is Ellipsis for i in index) > 1
+            or any(not isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in index)):
         return "index them with tensors"
     n = len(shape)
     used = sum(i is not None and i is not Ellipsis for i in index)

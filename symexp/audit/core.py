@@ -166,9 +166,11 @@ def _double_rotation(rows, f: Finding, theta, th, origin, found) -> None:
         if partner is None:
             ms.rank_rows(rows, heads, "double_rotation", ms.product_core(w["q"].transpose(-2, -1), w["k"]), dh, th,
                          prefix="qk_", off=False)
-    ms.rank_rows(rows, names, "double_rotation", ms.product_core(g.stacked(w["o"]), g.lead(w["v"])), dh, th, prefix="ov_")
+    ms.rank_rows(rows, names, "double_rotation", ms.product_core(g.stacked(w["o"]), g.lead(w["v"])), dh, th,
+                 prefix="ov_")
     g_ov = torch.cat([g.lead(w["v"]), g.side(w["o"].transpose(-2, -1))], dim=-1)
-    rows.add(f.layer, "double_rotation", "ov_direction_distance_min", ms.direction_distance(g_ov.flatten(0, 1)).view(M, G).amin(1))
+    rows.add(f.layer, "double_rotation", "ov_direction_distance_min",
+             ms.direction_distance(g_ov.flatten(0, 1)).view(M, G).amin(1))
     if partner is not None:
         off, n_blocks = rotary.blocks_off(w, g.order, g.first, g.r, partner, th.dead_tau)
         for k, name in enumerate(names):
@@ -178,10 +180,12 @@ def _double_rotation(rows, f: Finding, theta, th, origin, found) -> None:
     q_t = w["q"].transpose(-2, -1)
     ms.rank_rows(rows, names, "double_rotation", ms.product_core(g.stacked(q_t), g.lead(w["k"])), dh, th, prefix="qk_")
     g_qk = torch.cat([g.lead(w["k"]), g.side(w["q"])], dim=-1)
-    rows.add(f.layer, "double_rotation", "qk_direction_distance_min", ms.direction_distance(g_qk.flatten(0, 1)).view(M, G).amin(1))
+    rows.add(f.layer, "double_rotation", "qk_direction_distance_min",
+             ms.direction_distance(g_qk.flatten(0, 1)).view(M, G).amin(1))
     if origin:
         w0 = head_blocks(f.spec, origin)
-        G0 = [torch.cat([g.lead(w0["k"]), g.side(w0["q"])], dim=-1), torch.cat([g.lead(w0["v"]), g.side(w0["o"].transpose(-2, -1))], dim=-1)]
+        G0 = [torch.cat([g.lead(w0["k"]), g.side(w0["q"])], dim=-1),
+              torch.cat([g.lead(w0["v"]), g.side(w0["o"].transpose(-2, -1))], dim=-1)]
         on = sum(ms.origin_directions(x.flatten(0, 1), th).view(M, G).sum(1) for x in G0)
         rows.add(f.layer, "double_rotation", "origin_on_plane", on, of=2 * G * dh, threshold=th.origin_rtol,
                  note=ms.ORIGIN_NOTE)
@@ -190,7 +194,8 @@ def _double_rotation(rows, f: Finding, theta, th, origin, found) -> None:
         units = torch.cat([qk.flatten(2), ov.flatten(2)], dim=-1)  # each head's invariants, rotation-free
         units0 = None
         if origin:
-            units0 = torch.cat([(w0["q"].transpose(-2, -1) @ w0["k"]).flatten(2), (w0["o"] @ w0["v"]).flatten(2)], dim=-1)
+            units0 = torch.cat([(w0["q"].transpose(-2, -1) @ w0["k"]).flatten(2), (w0["o"] @ w0["v"]).flatten(2)],
+                               dim=-1)
         ms.permutation_rows(rows, f"{f.layer}.heads", units, th, units0, note="heads as units (W_Q^T W_K, W_O W_V)")
     if f.spec["k_bias"]:
         name, k_rows = f.spec["k_bias"]

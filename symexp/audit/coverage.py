@@ -20,7 +20,8 @@ def roles(graph: OpGraph, p: str) -> dict[int, str]:
         return {0: "entries"}
     op = graph.ops[users[0]]
     role = next(r for r, q in op.params.items() if q == p)
-    if (op.kind in ("linear", "conv") and role == "weight" or op.kind == "mha" and role.endswith("weight")) and len(shape) >= 2:
+    if ((op.kind in ("linear", "conv") and role == "weight" or op.kind == "mha" and role.endswith("weight"))
+            and len(shape) >= 2):
         return dict(MAP_ROLES)
     if op.kind == "embedding":
         return {len(shape) - 1: "channels"}

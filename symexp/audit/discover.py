@@ -115,7 +115,8 @@ def _merge(graph: OpGraph, found: list[Finding]) -> tuple[list[Finding], dict[st
                                    f"{other}, which the symmetry would have to move too")
             continue
         if f.instances > 1:
-            f.note = "; ".join(filter(None, [f.note, f"applied {f.instances} times (shared weights, or the model calls it again)"]))
+            f.note = "; ".join(filter(None, [f.note, f"applied {f.instances} times "
+                                                     "(shared weights, or the model calls it again)"]))
         kept.append(f)
     return kept, tied
 

@@ -25,8 +25,9 @@ def find_gated(graph: OpGraph) -> list[Finding]:
             rows = [w] + ([graph.ops[src].params["bias"]] if "bias" in graph.ops[src].params else [])
             outs = [graph.ops[r].params["weight"] for r in readers]
             spec = {"h": h, "in": rows, "out": outs, "act": None, "conv": False}
-            out.append(Finding("rescaling", graph.ops[src].label, {src, i, *readers}, tuple(sorted({*rows, *outs})), spec,
-                               "gated: the product is linear in this map's units; any rho != 0, the sign mirror included"))
+            out.append(Finding("rescaling", graph.ops[src].label, {src, i, *readers}, tuple(sorted({*rows, *outs})),
+                               spec, "gated: the product is linear in this map's units; any rho != 0, "
+                               "the sign mirror included"))
     return out
 
 

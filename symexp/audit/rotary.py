@@ -26,7 +26,8 @@ def pairs(va: torch.Tensor, vb: torch.Tensor) -> torch.Tensor | None:
     if len(pos) != len(ra) or any(int(x) not in pos for x in rb.tolist()):
         return None
     partner = torch.tensor([pos[int(x)] for x in rb.tolist()])
-    ok = torch.equal(partner[partner], torch.arange(len(partner))) and bool((partner != torch.arange(len(partner))).all())
+    ok = (torch.equal(partner[partner], torch.arange(len(partner)))
+          and bool((partner != torch.arange(len(partner))).all()))
     return partner if ok and torch.equal(row_a[valid][:, partner], row_b[valid]) else None
 
 

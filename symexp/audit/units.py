@@ -44,7 +44,8 @@ def space_vectors(spec: dict, theta: Tensors) -> torch.Tensor:
     """Unit vectors ``[M, h, p]`` of a permutation: each part's slice on its channel axis, concatenated
     (a writer's row, per-channel parameters, a reader's column; symexp.metrics.unit_vectors' layout)."""
     h = spec["h"]
-    return torch.cat([theta[p].movedim(axis + 1, 1).reshape(theta[p].shape[0], h, -1) for p, axis in spec["parts"]], dim=-1)
+    return torch.cat([theta[p].movedim(axis + 1, 1).reshape(theta[p].shape[0], h, -1) for p, axis in spec["parts"]],
+                     dim=-1)
 
 
 def unit_parts(spec: dict, theta: Tensors, incoming: str) -> UnitParts:

@@ -30,7 +30,8 @@ DOUBLE_MAX = 20_000_000  # parameters up to which the copy is verified in float6
 TOL = {torch.float64: 1e-9, torch.float32: 1e-3}
 
 
-def verify(model: nn.Module, example_inputs, findings: list[Finding], transposed: set[str], seed: int = 0) -> list[dict]:
+def verify(model: nn.Module, example_inputs, findings: list[Finding], transposed: set[str],
+           seed: int = 0) -> list[dict]:
     """Per finding: {"train": change, "eval": change, "claims": modes, "tol": tolerance} (relative changes)."""
     dtype = torch.float64 if sum(p.numel() for p in model.parameters()) <= DOUBLE_MAX else torch.float32
     m = copy.deepcopy(model).to(dtype)
@@ -167,7 +168,8 @@ def _rescaling(m, params, f, transposed, gen, dtype) -> None:
 
 
 def _sign(m, params, f, transposed, gen, dtype) -> None:
-    _diagonal(m, params, f, transposed, gen, dtype, (torch.randint(0, 2, (f.spec["h"],), generator=gen) * 2 - 1).to(dtype))
+    _diagonal(m, params, f, transposed, gen, dtype,
+              (torch.randint(0, 2, (f.spec["h"],), generator=gen) * 2 - 1).to(dtype))
 
 
 def _rotation(m, params, f, transposed, gen, dtype) -> None:

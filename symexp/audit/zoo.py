@@ -130,7 +130,8 @@ class LlamaAttention(nn.Module):
         self.k_proj = nn.Linear(d, n_kv_head * self.dh, bias=False)
         self.v_proj = nn.Linear(d, n_kv_head * self.dh, bias=False)
         self.o_proj = nn.Linear(n_head * self.dh, d, bias=False)
-        self.register_buffer("inv_freq", 1.0 / theta ** (torch.arange(0, self.dh, 2).float() / self.dh), persistent=False)
+        self.register_buffer("inv_freq", 1.0 / theta ** (torch.arange(0, self.dh, 2).float() / self.dh),
+                             persistent=False)
 
     def forward(self, x, past=None):
         B, T, _ = x.shape
@@ -235,7 +236,8 @@ class ViTBlock(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, image: int = 32, patch: int = 8, d: int = 48, depth: int = 2, n_head: int = 4, classes: int = 10):
+    def __init__(self, image: int = 32, patch: int = 8, d: int = 48, depth: int = 2, n_head: int = 4,
+                 classes: int = 10):
         super().__init__()
         self.patch_embed = nn.Conv2d(3, d, patch, patch)
         self.cls_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
@@ -386,7 +388,8 @@ class LayerNorm2d(nn.LayerNorm):
     """timm's LayerNorm2d: channels-first input, normalised over channels."""
 
     def forward(self, x):
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                            self.eps).permute(0, 3, 1, 2)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -422,6 +425,7 @@ class ConvNeXt(nn.Module):
 def example_input(model: nn.Module, batch: int = 2, tokens: int = 8, image: int = 32) -> torch.Tensor:
     """An input each zoo model accepts: token ids for the language models, images for the rest."""
     if isinstance(model, (GPT2, Llama, Bert)):
-        vocab = (model.wte if isinstance(model, GPT2) else model.embed_tokens if isinstance(model, Llama) else model.word)
+        vocab = (model.wte if isinstance(model, GPT2)
+                 else model.embed_tokens if isinstance(model, Llama) else model.word)
         return torch.randint(0, vocab.num_embeddings, (batch, tokens))
     return torch.randn(batch, 3, image, image)

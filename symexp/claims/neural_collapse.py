@@ -149,8 +149,8 @@ CHECKS = [
     Check("NC1", "decreasing_in_wd", "paper", "plain: Spearman rho of (wd, NC1) over the wd grid, wd 0 included (NC1 "
           "falls with weight decay)" + FIXED, nc1_trend, RHO, "<=", PLAIN, _values(names.NC1), rests_on=PREMISE),
     Check("NC1", "falls_at_largest_wd", "paper", "plain: NC1 at the largest wd / NC1 at wd 0 (the theory gives "
-          "the direction; it replaces NC1/ratio < 0.1, retired with the old protocol)" + FIXED, nc1_ratio, 1.0, "<", PLAIN, _values(names.NC1),
-          rests_on=PREMISE),
+          "the direction; it replaces NC1/ratio < 0.1, retired with the old protocol)" + FIXED, nc1_ratio, 1.0, "<",
+          PLAIN, _values(names.NC1), rests_on=PREMISE),
     Check("NC2", "rank_falls", "paper", "plain: Spearman rho of (wd, centred feature rank) over the wd grid" + FIXED,
           lambda t: trend(t, RANK), RHO, "<=", PLAIN, _values(RANK), rests_on=PREMISE),
     Check("NC2", "rank_bound", "paper", f"plain: centred penultimate feature rank (tau {RANK_TAU:g}) at the largest "
