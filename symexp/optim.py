@@ -150,5 +150,12 @@ def schedule_factor(kind: str, step: int, total: int) -> float:
 
 
 def mean_schedule_factor(kind: str, total: int) -> float:
-    """The mean of `schedule_factor` over the `total` steps of a run (its lr's mean over the base lr)."""
-    return sum(schedule_factor(kind, t, total) for t in range(total)) / total
+    """The mean of `schedule_factor` over steps 0 .. `total` - 1 of a run (its lr's mean over the base lr), in
+    closed form: cosine's sum of cos(pi t / T) over those steps is exactly 1 (Dirichlet kernel), and step's
+    factor 0.1^k holds on the ceil(k T / 3) <= t < ceil((k + 1) T / 3) steps."""
+    if kind == "cosine":
+        return 0.5 + 0.5 / total
+    if kind == "step":
+        edges = [-(-k * total // 3) for k in range(4)]  # ceil(k T / 3)
+        return sum(0.1 ** k * (edges[k + 1] - edges[k]) for k in range(3)) / total
+    return schedule_factor(kind, 0, total)  # constant: 1.0; an unknown kind raises there
