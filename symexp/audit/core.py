@@ -79,9 +79,7 @@ def verified(df: pd.DataFrame, model: nn.Module, found: Discovery) -> pd.DataFra
                 note = ("also holds" if holds else f"not a symmetry in {mode} mode (claimed for "
                         f"{' and '.join(r['claims'])} only): BatchNorm's running statistics are buffers")
             rows.add(f.layer, f.symmetry, f"verify_{mode}", r[mode], threshold=r["tol"], note=note)
-    extra = pd.DataFrame(rows.rows, columns=COLUMNS)
-    extra["count"], extra["of"] = extra["count"].astype("Int64"), extra["of"].astype("Int64")
-    out = pd.concat([df, extra], ignore_index=True)
+    out = pd.concat([df, _frame(rows)], ignore_index=True)
     out.attrs = {**df.attrs, "notes": [*df.attrs["notes"], f"verified {len(results)} findings (a random group element "
                  f"each, train and eval mode): largest change {worst:.1e} where claimed; "
                  + (f"AUDIT BUGS: {', '.join(bugs)}" if bugs else "no audit bug")]}
@@ -115,11 +113,17 @@ def measure(found: Discovery, theta: Tensors, th: ms.Thresholds, theta0: Tensors
         rows.add(name, "unclassified", "parameters", float(theta[name][0].numel()), note=why)
     for name, why in found.partial.items():
         rows.add(name, "unclassified", "unanalysed_roles", float(theta[name][0].numel()), note=why)
-    df = pd.DataFrame(rows.rows, columns=COLUMNS)
-    df["count"], df["of"] = df["count"].astype("Int64"), df["of"].astype("Int64")
+    df = _frame(rows)
     df.attrs["trace"] = TRACED[found.graph.method]
     df.attrs["notes"] = list(found.notes)
     df.attrs["covered"] = found.covered
+    return df
+
+
+def _frame(rows: ms.Rows) -> pd.DataFrame:
+    """The rows as a table of `COLUMNS`, counts as nullable integers."""
+    df = pd.DataFrame(rows.rows, columns=COLUMNS)
+    df["count"], df["of"] = df["count"].astype("Int64"), df["of"].astype("Int64")
     return df
 
 
