@@ -18,8 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from symexp.claims.plasticity import (ARM_BREAKING, LINEAR, RL, SCR, ZERO_PLANE, arm_exposure, cell,  # noqa: E402
-                                      per_member)
+from symexp.claims.plasticity import (ARM_BREAKING, LINEAR, RL, SCR, arm_exposure, cell, per_member,  # noqa: E402
+                                      plane_units)
 from symexp.metrics import names  # noqa: E402
 from symexp.plots import save  # noqa: E402
 
@@ -69,8 +69,7 @@ def _plain_measures(ax, table):
 def _planes_vs_exposure(ax, table, experiment, title):
     t = table[table.experiment == experiment]
     for arm, brk in ARM_BREAKING.items():
-        pts = [(arm_exposure(table, experiment, wd),
-                per_member(cell(table, experiment, brk, wd), ZERO_PLANE, layer=None).mean(axis=1).iloc[-1])
+        pts = [(arm_exposure(table, experiment, wd), plane_units(table, experiment, brk, wd))
                for wd in sorted(t[(t.breaking == brk) & (t.weight_decay > 0)].weight_decay.unique())]
         if pts:
             ax.plot(*zip(*pts), marker=MARKERS[arm], fillstyle="none", ms=9, color=COLORS[arm], label=arm)
