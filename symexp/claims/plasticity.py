@@ -92,15 +92,19 @@ def arm_exposure(table: pd.DataFrame, experiment: str, wd: float) -> float:
     return exposure(float(t.lr.max()), wd, float(t.step.max()))
 
 
+def online_error(table: pd.DataFrame, experiment: str, breaking: str, wd: float) -> pd.Series:
+    """The seed-mean online error of one arm, per window (indexed by step)."""
+    return per_member(cell(table, experiment, breaking, wd), names.LOSS_ONLINE).mean(axis=1)
+
+
 def error_ratio(table: pd.DataFrame, breaking: str, wd: float) -> float:
     """SCR: late over early mean online error of the seed-mean curve (window ends as fractions of the run)."""
-    curve = per_member(cell(table, SCR, breaking, wd), names.LOSS_ONLINE).mean(axis=1)
+    curve = online_error(table, SCR, breaking, wd)
     return float(windows(curve, LATE).mean() / windows(curve, EARLY).mean())
 
 
 def late_error(table: pd.DataFrame, experiment: str, breaking: str, wd: float) -> float:
-    curve = per_member(cell(table, experiment, breaking, wd), names.LOSS_ONLINE).mean(axis=1)
-    return float(windows(curve, LATE).mean())
+    return float(windows(online_error(table, experiment, breaking, wd), LATE).mean())
 
 
 def task_accuracy(table: pd.DataFrame, breaking: str, wd: float) -> pd.Series:
