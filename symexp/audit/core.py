@@ -203,7 +203,8 @@ def _double_rotation(rows, f: Finding, theta, th, origin, found) -> None:
         ms.permutation_rows(rows, f"{f.layer}.heads", units, th, units0, note="heads as units (W_Q^T W_K, W_O W_V)")
     if f.spec["k_bias"]:
         name, k_rows = f.spec["k_bias"]
-        b, wk = theta[name][:, k_rows.flatten().unique()], theta[f.spec["k"][0]][:, k_rows.flatten().unique()]
+        rows_k = k_rows.flatten().unique()  # K's rows, each once (a group's rows repeat over its query heads)
+        b, wk = theta[name][:, rows_k], theta[f.spec["k"][0]][:, rows_k]
         rel = b.double().norm(dim=1) / torch.cat([wk.flatten(1), b], dim=1).double().norm(dim=1).clamp_min(1e-300)
         rows.add(f.layer, "translation", "key_bias_share", rel,
                  note="q . b_K is the same for every key, so the softmax cancels it: b_K is redundant")
