@@ -5,6 +5,8 @@ the reason, even when another finding acts on the same tensor (q, k, v, gate and
 preceding norm's gain rescaling only on their input columns)."""
 from __future__ import annotations
 
+import math
+
 from symexp.audit.graph import Finding, OpGraph
 
 MAP_ROLES = {0: "output rows", 1: "input columns"}
@@ -68,9 +70,7 @@ def unanalysed(graph: OpGraph, findings: list[Finding], why) -> tuple[dict[str, 
     done = explained(findings)
     unclassified, partial, covered, total = {}, {}, 0, 0
     for p, shape in graph.param_shapes.items():
-        n = 1
-        for d in shape:
-            n *= d
+        n = math.prod(shape)
         total += n
         need = roles(graph, p)
         missing = {a: r for a, r in need.items() if a not in done.get(p, set())}
