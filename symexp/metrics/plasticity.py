@@ -87,11 +87,17 @@ def zero_plane_units(
 
 def zero_plane_count(V: torch.Tensor, tau: float = 1e-3, scale: torch.Tensor | float | None = None) -> torch.Tensor:
     """:func:`zero_plane_units` of unit vectors ``V [M, h, p]`` already assembled (e.g. a model's probe views)."""
+    return on_zero_plane(V, tau, scale).sum(dim=1).to(V.dtype)
+
+
+def on_zero_plane(V: torch.Tensor, tau: float, scale: torch.Tensor | float | None) -> torch.Tensor:
+    """Which units of ``V [M, h, p]`` have norm <= tau * scale (default scale: the member's largest unit norm);
+    ``-> [M, h]`` bool."""
     norms = torch.linalg.vector_norm(V.double(), dim=-1)  # [M, h]
     ref = norms.amax(dim=1) if scale is None else torch.as_tensor(scale, dtype=torch.float64, device=norms.device)
     if ref.dim() > 1 or (ref.dim() == 1 and ref.shape[0] != norms.shape[0]):
         raise ValueError(f"scale must be a float or a [M] tensor with M={norms.shape[0]}, got shape {tuple(ref.shape)}")
-    return (norms <= tau * ref.reshape(-1, 1)).sum(dim=1).to(V.dtype)
+    return norms <= tau * ref.reshape(-1, 1)
 
 
 def duplicate_units(
@@ -134,7 +140,4 @@ def unit_norm_ratio(V: torch.Tensor, V0: torch.Tensor) -> torch.Tensor:
 def left_plane_count(V_prev: torch.Tensor, V: torch.Tensor, tau: float, scale: torch.Tensor | float) -> torch.Tensor:
     """Units within tau * scale of the zero plane in ``V_prev [M, h, p]`` and beyond it in ``V``: by Theorem 1
     a unit exactly on the plane gets no gradient and, under decay to 0, stays; ``-> [M]``."""
-    ref = torch.as_tensor(scale, dtype=torch.float64, device=V.device).reshape(-1, 1)
-    before = torch.linalg.vector_norm(V_prev.double(), dim=-1) <= tau * ref
-    after = torch.linalg.vector_norm(V.double(), dim=-1) <= tau * ref
-    return (before & ~after).sum(dim=1).to(V.dtype)
+    return (on_zero_plane(V_prev, tau, scale) & ~on_zero_plane(V, tau, scale)).sum(dim=1).to(V.dtype)
