@@ -25,6 +25,7 @@ from symexp.audit.errors import AuditError, first_line
 
 FORMS = "pkg.module:Factory, path/to/file.py:Factory, hf:<config.json or folder>, timm:<name>"
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # what save_pretrained writes (unsharded)
+PACKAGES = {"hf": "transformers", "timm": "timm"}  # the package each optional scheme needs
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,10 @@ def parse(text: str, kwargs_text: str | None = None) -> ModelSpec:
     """Check the form, the file or package it needs and the keyword arguments (no torch import)."""
     kwargs = model_kwargs(kwargs_text)
     scheme, _, rest = text.partition(":")
-    if scheme in ("hf", "timm"):
-        if importlib.util.find_spec({"hf": "transformers", "timm": "timm"}[scheme]) is None:
-            raise AuditError(f"--model {text!r}: needs the {'transformers' if scheme == 'hf' else 'timm'} package, "
-                             f"which is not installed (pip install {'transformers' if scheme == 'hf' else 'timm'})")
+    if scheme in PACKAGES:
+        if importlib.util.find_spec(PACKAGES[scheme]) is None:
+            raise AuditError(f"--model {text!r}: needs the {PACKAGES[scheme]} package, "
+                             f"which is not installed (pip install {PACKAGES[scheme]})")
         if not rest:
             raise AuditError(f"--model {text!r}: allowed forms: {FORMS}")
         if scheme == "hf" and not (Path(rest).is_file() or (Path(rest) / "config.json").is_file()):
