@@ -172,7 +172,7 @@ def _link(graph: OpGraph, s: Space, op: Op, idx: int, known, queue) -> None:
         return
     if known[0] == "in":
         _, ax, r, t = known
-        mapped = _forward(graph, op, t, ax, r)
+        mapped = channel_axis(graph, op, t, ax, r)
         if mapped == "invariant":
             s.ops.add(idx)
             return
@@ -236,7 +236,7 @@ def _param_part(graph: OpGraph, s: Space, op: Op, ax: int, ndim: int, name: str 
         s.escape = f"{name} meets them with {shape[k]} entries on their axis"
 
 
-def _forward(graph: OpGraph, op: Op, t: int, ax: int, r: int):
+def channel_axis(graph: OpGraph, op: Op, t: int, ax: int, r: int):
     """(axis, entries per channel) of the channels in op's output, 'invariant' when op reduces over them,
     or a string saying why the channels do not pass."""
     shape, out = _shape(graph, t), op.meta.get("shape")
@@ -255,7 +255,7 @@ def _forward(graph: OpGraph, op: Op, t: int, ax: int, r: int):
         return (ax, 1) if norm == (shape[-1],) and ax == n - 1 else "normalises over them and other axes"
     if op.kind == "gconv":
         w = graph.param_shapes[op.params["weight"]]
-        return (1, 1) if ax == 1 and r == 1 and w[0] == w_groups(op) == shape[1] and w[1] == 1 else \
+        return (1, 1) if ax == 1 and r == 1 and w[0] == op.meta.get("groups", 1) == shape[1] and w[1] == 1 else \
             "is a grouped conv that is not depthwise"
     if op.kind in ("pool",):
         return (1, r) if ax == 1 else "pools over them"
@@ -269,7 +269,7 @@ def _forward(graph: OpGraph, op: Op, t: int, ax: int, r: int):
     if name in ("view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze"):
         return _reshaped(shape, out, ax, r)
     if name in ("permute", "transpose", "t", "movedim"):
-        order = _order(op, n)
+        order = axis_order(op, n)
         return (order.index(ax), r) if order else "moves axes in a way the audit does not follow"
     if name == "expand":
         return ax + n_out - n, r
@@ -286,10 +286,6 @@ def _forward(graph: OpGraph, op: Op, t: int, ax: int, r: int):
     return "mixes them (or is not an operation the audit follows)"
 
 
-def w_groups(op: Op) -> int:
-    return op.meta.get("groups", 1)
-
-
 def _reshaped(shape, out, ax: int, r: int):
     prefix, size = math.prod(shape[:ax]), shape[ax]
     for j in range(len(out)):
@@ -303,7 +299,8 @@ def _reshaped(shape, out, ax: int, r: int):
     return "are reshaped across their axis (split into heads, or merged)"
 
 
-def _order(op: Op, n: int) -> list[int] | None:
+def axis_order(op: Op, n: int) -> list[int] | None:
+    """The input axis behind each output axis of a permute, transpose or t; None if not one the audit follows."""
     args = [v for k, v in sorted(op.meta.items()) if k.startswith("arg") or k == "dims"]
     if op.name == "t":
         return [1, 0] if n == 2 else None
@@ -354,7 +351,7 @@ def _backward(graph: OpGraph, op: Op, j: int, ax_out: int, r_out: int, n_out: in
         return a if a >= 0 else None
     for a in range(len(shape)):
         for r in {1, r_out}:
-            if _forward(graph, op, j, a, r) == (ax_out, r_out):
+            if channel_axis(graph, op, j, a, r) == (ax_out, r_out):
                 return a
     return None
 
@@ -392,7 +389,7 @@ def _invariant(graph: OpGraph, s: Space, t: int, seen: set) -> bool:
         return False
     if op.kind == "reduce" and op.inputs and op.inputs[0] in s.tensors:
         src = op.inputs[0]
-        return _forward(graph, op, src, *s.tensors[src]) == "invariant"
+        return channel_axis(graph, op, src, *s.tensors[src]) == "invariant"
     if op.kind == "item":
         return _invariant(graph, s, op.inputs[0], seen)
     return bool(op.inputs) and all(_invariant(graph, s, j, seen) for j in op.inputs)

@@ -20,8 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from symexp.audit.attention import find_attention
-from symexp.audit.channels import _forward as channel_axis
-from symexp.audit.channels import find_spaces
+from symexp.audit.channels import channel_axis, find_spaces
 from symexp.audit.coverage import unanalysed
 from symexp.audit.gated import find_gated
 from symexp.audit.graph import CONV_NDIM, ODD, POSITIVE_HOMOGENEOUS, Finding, Op, OpGraph

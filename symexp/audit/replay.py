@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from symexp.audit import rotary
-from symexp.audit.channels import _order
+from symexp.audit.channels import axis_order
 from symexp.audit.graph import UNARY, OpGraph
 
 RESHAPE = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze"}
@@ -64,7 +64,7 @@ class _Replay:
         if op.name in RESHAPE:
             return v.reshape(shape)
         if op.name in ("permute", "transpose", "t"):
-            order = _order(op, v.dim())
+            order = axis_order(op, v.dim())
             return None if order is None else v.permute(order)
         if op.name == "expand":
             return v.expand(shape)
@@ -194,6 +194,6 @@ def untransposed(graph: OpGraph, t: int) -> int | None:
     shape = op.meta.get("shape")
     if op.name not in ("transpose", "permute") or not shape:
         return None
-    order = _order(op, len(shape))
+    order = axis_order(op, len(shape))
     n = len(shape)
     return op.inputs[0] if order == [*range(n - 2), n - 1, n - 2] else None
