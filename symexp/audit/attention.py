@@ -92,7 +92,7 @@ def _groups(k_rows: torch.Tensor, v_rows: torch.Tensor) -> list[list[int]] | Non
     groups: dict[tuple, list[int]] = {}
     for h in range(k_rows.shape[0]):
         groups.setdefault((tuple(k_rows[h].tolist()), tuple(v_rows[h].tolist())), []).append(h)
-    k_groups = {tuple(k_rows[h].tolist()) for h in range(k_rows.shape[0])}
+    k_groups = {k for k, _ in groups}  # the distinct K rows alone
     if len(k_groups) != len(groups) or len({len(g) for g in groups.values()}) != 1:
         return None
     return list(groups.values())
