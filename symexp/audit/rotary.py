@@ -31,7 +31,6 @@ def pairs(va: torch.Tensor, vb: torch.Tensor) -> torch.Tensor | None:
     return partner if ok and torch.equal(row_a[valid][:, partner], row_b[valid]) else None
 
 
-
 def blocks_off(w: dict, order: torch.Tensor, first: torch.Tensor, r: int, partner: torch.Tensor, dead_tau: float):
     """Per group, the rotary blocks f whose QK invariants W_Q,f^T W_K,f and W_Q,f^T J W_K,f vanish for
     every query head of the group: sum_h tr(A_h B) + tr(J^T A_h J B), A_h = Q_h,f Q_h,f^T, B = K_f K_f^T."""
@@ -64,5 +63,3 @@ def element(partner: torch.Tensor, dh: int, gen, dtype):
         A[idx[:, None], idx[None, :]] = scale * rot
         A_inv_t[idx[:, None], idx[None, :]] = rot / scale
     return A, A_inv_t
-
-
